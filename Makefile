@@ -1,0 +1,60 @@
+# ShopMesh. `make up` runs the demo mesh, `make test` runs every check CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: up down status test check lint typecheck protolint breaking generate certs bench clean
+
+$(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+## up: install, generate code and certificates, start etcd and every service (Ctrl-C stops all)
+up: $(INSTALLED) generate certs
+	$(BIN)/meshctl up
+
+down: $(INSTALLED)
+	$(BIN)/meshctl down
+
+status: $(INSTALLED)
+	$(BIN)/meshctl status
+
+generate: $(INSTALLED)
+	$(BIN)/meshctl generate
+
+certs: $(INSTALLED)
+	$(BIN)/meshctl certs
+
+## test: lint, types, contracts, generated-code freshness, then the whole suite
+test: check
+	$(BIN)/pytest -q
+
+check: $(INSTALLED) lint typecheck protolint breaking
+	$(BIN)/meshctl generate --check
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+protolint: $(INSTALLED)
+	$(BIN)/meshctl generate --stage-only
+	$(BIN)/buf lint
+
+## breaking: compare protos/ with the main branch (skipped where there is no main branch to compare)
+breaking: $(INSTALLED)
+	$(BIN)/meshctl generate --stage-only
+	@if git rev-parse --verify --quiet main >/dev/null; then \
+		$(BIN)/buf breaking --against '.git#branch=main'; \
+	else echo "buf breaking: no main branch here, skipped"; fi
+
+bench: $(INSTALLED)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf .mesh third_party build .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,367 @@
+"""meshctl: start, inspect and stop a ShopMesh mesh; make certificates and code.
+
+Exit codes: 0 done, 1 the operation failed (the message says why), 2 bad usage or
+configuration. `meshctl status --json` prints a list of objects with at least
+service, id, address, version and health; fields are only ever added.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from mesh.codegen import CodegenError, Layout, check, generate, stage_third_party
+from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config
+from mesh.errors import ConfigError, MeshError, RegistryUnavailable
+from mesh.identity import ensure_certificates
+from mesh.registry import EtcdClient
+from mesh.supervisor import (
+    InstanceStatus,
+    MeshState,
+    Supervisor,
+    clear_state,
+    mesh_status,
+    read_state,
+)
+
+__all__ = ["main"]
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"meshctl: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def _relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# -- status ---------------------------------------------------------------------------
+
+
+def _etcd_endpoint(config: MeshConfig) -> str | None:
+    if config.etcd.endpoint:
+        return config.etcd.endpoint
+    state = read_state(config.state_dir)
+    return state.etcd_endpoint if state is not None else None
+
+
+async def _status_rows(config: MeshConfig) -> list[InstanceStatus]:
+    endpoint = _etcd_endpoint(config)
+    if endpoint is None:
+        raise MeshError("no mesh is running here; start one with `meshctl up`")
+    async with EtcdClient(endpoint, timeout=2.0) as etcd:
+        return await mesh_status(config, etcd, read_state(config.state_dir))
+
+
+def _table(rows: Sequence[InstanceStatus]) -> str:
+    header = ("SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID")
+    cells = [header] + [
+        (
+            r.service,
+            r.id,
+            r.address or "-",
+            r.version,
+            r.health,
+            r.metrics or "-",
+            str(r.pid or "-"),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
+    certs = _relative(config.certs_dir)
+    tls = f"-cacert {certs}/ca.crt -cert {certs}/{ADMIN_IDENTITY}.crt -key {certs}/{ADMIN_IDENTITY}.key"
+    serving: dict[str, str] = {}
+    for row in rows:
+        if row.address and row.health == "SERVING":
+            serving.setdefault(row.service, row.address)
+    if not serving:
+        return "No instance is serving yet; see `meshctl status`."
+    first = next(iter(sorted(serving.items())))[1]
+    return "\n".join(
+        [
+            f"Call any service with grpcurl as the {ADMIN_IDENTITY} identity, for example:",
+            f"  grpcurl {tls} {first} list",
+            *(
+                f"  grpcurl {tls} {a} grpc.health.v1.Health/Check   # {s}"
+                for s, a in sorted(serving.items())
+            ),
+            "Inspect: meshctl status [--json]    Stop: meshctl down (or Ctrl-C where meshctl up runs)",
+            f"Logs: {_relative(config.state_dir / 'logs')}/    Traces: {_relative(config.state_dir / 'traces')}/",
+        ]
+    )
+
+
+def cmd_status(config: MeshConfig, args: argparse.Namespace) -> int:
+    try:
+        rows = asyncio.run(_status_rows(config))
+    except RegistryUnavailable as error:
+        return _fail(f"cannot reach etcd: {error}")
+    if args.json:
+        print(json.dumps([row.to_json() for row in rows], indent=2))
+    else:
+        print(_table(rows) if rows else "no instances registered")
+    return 0
+
+
+def cmd_address(config: MeshConfig, args: argparse.Namespace) -> int:
+    try:
+        rows = asyncio.run(_status_rows(config))
+    except RegistryUnavailable as error:
+        return _fail(f"cannot reach etcd: {error}")
+    for row in rows:
+        if row.service == args.service and row.health == "SERVING":
+            print(row.address)
+            return 0
+    return _fail(f"no instance of {args.service!r} is serving")
+
+
+# -- up / down ------------------------------------------------------------------------
+
+
+def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
+    if args.detach:
+        return _up_detached(config, args)
+    return asyncio.run(_up_foreground(config, args.timeout))
+
+
+async def _up_foreground(config: MeshConfig, timeout: float) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    supervisor = Supervisor(config, _say)
+    _say(f"Starting ShopMesh from {_relative(config.path)}")
+    try:
+        await supervisor.start(timeout)
+    except MeshError as error:
+        return _fail(str(error))
+    try:
+        rows = await _status_rows(config)
+        _say("\n" + _table(rows) + "\n\n" + _how_to_call(config, rows))
+        _say("\nRunning. Press Ctrl-C to stop every process.")
+        await supervisor.wait(stop)
+        _say("Stopping...")
+    finally:
+        await supervisor.stop()
+    _say("Stopped.")
+    return 0
+
+
+def _up_detached(config: MeshConfig, args: argparse.Namespace) -> int:
+    existing = read_state(config.state_dir)
+    if existing is not None and existing.supervisor_alive():
+        return _fail(
+            f"a mesh is already running from this folder (pid {existing.supervisor_pid}); run `meshctl down` first"
+        )
+    log_path = config.state_dir / "logs" / "supervisor.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "mesh.cli",
+        "--config",
+        str(config.path),
+        "up",
+        "--timeout",
+        str(args.timeout),
+    ]
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
+    _say(f"Starting ShopMesh in the background (pid {child.pid}, log {_relative(log_path)})")
+    state = _wait_detached_ready(config, child, args.timeout + 15)
+    if state is None:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+        return _fail(f"the mesh did not start:\n{tail}")
+    rows = asyncio.run(_status_rows(config))
+    _say(_table(rows) + "\n\n" + _how_to_call(config, rows))
+    return 0
+
+
+def _wait_detached_ready(
+    config: MeshConfig, child: subprocess.Popen[bytes], timeout: float
+) -> MeshState | None:
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        if child.poll() is not None:
+            return None
+        state = read_state(config.state_dir)
+        if state is not None and state.supervisor_pid == child.pid and state.ready:
+            return state
+        time.sleep(0.1)
+    child.terminate()
+    return None
+
+
+def cmd_down(config: MeshConfig, args: argparse.Namespace) -> int:
+    state = read_state(config.state_dir)
+    if state is None:
+        _say("No mesh is running here.")
+        return 0
+    budget = config.server.drain_delay + config.server.grace_period + 15
+    if state.supervisor_alive():
+        os.kill(state.supervisor_pid, signal.SIGTERM)
+        _say(f"Stopping the mesh (supervisor pid {state.supervisor_pid})...")
+        until = time.monotonic() + budget
+        while state.supervisor_alive() and time.monotonic() < until:
+            time.sleep(0.1)
+    leftovers = _kill_leftovers(state)
+    clear_state(config.state_dir)
+    _say("Stopped." + (f" Killed {leftovers} leftover process(es)." if leftovers else ""))
+    return 0
+
+
+def _kill_leftovers(state: MeshState) -> int:
+    """Kill what a crashed or stuck supervisor left behind, checking each pid is ours."""
+    expected = {record.pid: record.instance_id for record in state.instances}
+    if state.etcd_pid:
+        expected[state.etcd_pid] = "etcd"
+    if state.supervisor_alive():
+        expected[state.supervisor_pid] = "mesh.cli"
+    killed = 0
+    for pid, marker in expected.items():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if marker in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    return killed
+
+
+# -- certs / generate -----------------------------------------------------------------
+
+
+def cmd_certs(config: MeshConfig, args: argparse.Namespace) -> int:
+    report = ensure_certificates(
+        config.certs_dir, config.trust_domain, config.namespace, config.all_identities()
+    )
+    for status in report:
+        name = (
+            "ca"
+            if status.name == "ca"
+            else f"{status.name} (spiffe://{config.trust_domain}/ns/{config.namespace}/sa/{status.name})"
+        )
+        _say(f"{status.action:<8} {name}, valid until {status.not_after:%Y-%m-%d}")
+    _say(f"in {_relative(config.certs_dir)}/")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    layout = Layout(args.root.resolve())
+    try:
+        if args.stage_only:
+            names = stage_third_party(layout)
+            _say(f"staged {len(names)} third-party protos in {_relative(layout.third_party)}/")
+            return 0
+        if args.check:
+            stale = check(layout)
+            if stale:
+                listing = "\n  ".join(stale)
+                return _fail(
+                    f"generated/ is stale; run `make generate` and commit. Differs:\n  {listing}"
+                )
+            _say("generated/ matches protos/")
+            return 0
+        written = generate(layout)
+    except CodegenError as error:
+        return _fail(str(error))
+    _say(f"wrote {len(written)} files to {_relative(layout.generated)}/")
+    return 0
+
+
+# -- entry ------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshctl", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="mesh.yaml to use (default: $SHOPMESH_CONFIG, else ./mesh.yaml)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="start etcd and every service instance")
+    up.add_argument(
+        "--detach", action="store_true", help="run in the background and return once ready"
+    )
+    up.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)"
+    )
+    up.set_defaults(handler=cmd_up)
+
+    commands.add_parser("down", help="stop a mesh started with meshctl up").set_defaults(
+        handler=cmd_down
+    )
+
+    status = commands.add_parser("status", help="list instances with their health")
+    status.add_argument("--json", action="store_true", help="print a JSON list for scripts")
+    status.set_defaults(handler=cmd_status)
+
+    address = commands.add_parser(
+        "address", help="print host:port of a serving instance of SERVICE"
+    )
+    address.add_argument("service")
+    address.set_defaults(handler=cmd_address)
+
+    commands.add_parser(
+        "certs", help="create the CA and certificates (keeps valid ones)"
+    ).set_defaults(handler=cmd_certs)
+
+    gen = commands.add_parser("generate", help="regenerate generated/ from protos/")
+    gen.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: .)")
+    mode = gen.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--check", action="store_true", help="fail if generated/ is stale; write nothing"
+    )
+    mode.add_argument(
+        "--stage-only", action="store_true", help="only copy third-party protos for buf"
+    )
+    gen.set_defaults(handler=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "generate":
+        return cmd_generate(args)
+    path = args.config or Path(os.environ.get("SHOPMESH_CONFIG", "mesh.yaml"))
+    try:
+        config = load_config(path)
+        return int(args.handler(config, args))
+    except ConfigError as error:
+        return _fail(f"{path}: {error}", code=2)
+    except MeshError as error:
+        return _fail(str(error))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,408 @@
+"""A channel to a whole service: what generated stubs call when they call through the mesh.
+
+`ServiceChannel` looks like a grpc.aio.Channel to generated stubs (`unary_unary`, ...),
+but each call picks an endpoint of the service round-robin from the set its
+EndpointSource keeps current, skipping endpoints whose connection is failing or whose
+breaker is open. UNAVAILABLE is retried, on another endpoint when there is one, with
+exponential backoff and jitter, but only for methods whose proto declares
+`idempotency_level` NO_SIDE_EFFECTS or IDEMPOTENT. Every attempt gets what is left of
+one deadline: the caller's timeout, the inbound call's deadline or the default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+
+from mesh import deadline
+from mesh.backoff import Backoff
+from mesh.client._breaker import Admission, EndpointBreaker
+from mesh.config import ClientPolicy
+from mesh.errors import CircuitOpen, NoEndpoints
+from mesh.registry import Endpoint, EndpointSource
+from mesh.telemetry import ClientMetrics
+
+__all__ = ["ServiceChannel", "is_idempotent"]
+
+log = logging.getLogger("mesh.client")
+
+Dial = Callable[[Endpoint], grpc.aio.Channel]
+Serializer = Callable[[Any], bytes] | None
+
+_SAFE_LEVELS = (
+    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+    descriptor_pb2.MethodOptions.IDEMPOTENT,
+)
+
+
+@functools.cache
+def is_idempotent(full_method: str) -> bool:
+    """Whether the method's proto declares it safe to repeat ("/pkg.Service/Method")."""
+    name = full_method.lstrip("/").replace("/", ".")
+    try:
+        method = descriptor_pool.Default().FindMethodByName(name)
+    except KeyError:
+        return False
+    return method.GetOptions().idempotency_level in _SAFE_LEVELS
+
+
+class _Member:
+    """One endpoint in the pool: its channel, its breaker, its multicallables."""
+
+    def __init__(
+        self, endpoint: Endpoint, channel: grpc.aio.Channel, breaker: EndpointBreaker
+    ) -> None:
+        self.endpoint = endpoint
+        self.channel = channel
+        self.breaker = breaker
+        self.callables: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+
+    def failing(self) -> bool:
+        state = self.channel.get_state(try_to_connect=False)
+        return state is grpc.ChannelConnectivity.TRANSIENT_FAILURE
+
+
+@dataclass(frozen=True)
+class _Pick:
+    member: _Member
+    admission: Admission
+
+
+class ServiceChannel:
+    """Client-side balanced, resilient channel to every instance of `service`."""
+
+    def __init__(
+        self,
+        service: str,
+        source: EndpointSource,
+        dial: Dial,
+        policy: ClientPolicy,
+        *,
+        metrics: ClientMetrics | None = None,
+        backoff: Backoff | None = None,
+        breaker_factory: Callable[[Endpoint], EndpointBreaker] | None = None,
+    ) -> None:
+        self.service = service
+        self._source = source
+        self._dial = dial
+        self._policy = policy
+        self._metrics = metrics
+        retry = policy.retry
+        self._backoff = backoff or Backoff(
+            initial=retry.initial_backoff,
+            maximum=retry.max_backoff,
+            multiplier=retry.multiplier,
+            jitter=retry.jitter,
+        )
+        self._breaker_factory = breaker_factory or self._default_breaker
+        self._members: dict[str, _Member] = {}
+        self._order: list[_Member] = []
+        self._next = 0
+        self._ready = asyncio.Event()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._task = asyncio.get_running_loop().create_task(
+            self._follow(), name=f"endpoints of {service}"
+        )
+
+    # -- what generated stubs call ------------------------------------------------
+
+    def unary_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool = False,
+    ) -> _UnaryUnary:
+        return _UnaryUnary(self, method, request_serializer, response_deserializer)
+
+    def unary_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool = False,
+    ) -> _UnaryStream:
+        return _UnaryStream(self, method, request_serializer, response_deserializer)
+
+    # -- introspection ---------------------------------------------------------------
+
+    def endpoints(self) -> list[Endpoint]:
+        return [member.endpoint for member in self._order]
+
+    def breaker(self, instance_id: str) -> EndpointBreaker:
+        return self._members[instance_id].breaker
+
+    async def wait_for_endpoints(self, timeout: float) -> None:
+        """Wait until the first endpoint set has arrived (it may be empty)."""
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    # -- membership ------------------------------------------------------------------
+
+    def _default_breaker(self, endpoint: Endpoint) -> EndpointBreaker:
+        def on_change(_: str, state: str) -> None:
+            if self._metrics is not None:
+                self._metrics.breaker_open.labels(self.service, endpoint.instance_id).set(
+                    0 if state == "closed" else 1
+                )
+
+        return EndpointBreaker(
+            endpoint.instance_id, self._policy.breaker, on_state_change=on_change
+        )
+
+    async def _follow(self) -> None:
+        async for endpoints in self._source.endpoints(self.service):
+            self._apply(endpoints)
+
+    def _apply(self, endpoints: frozenset[Endpoint]) -> None:
+        members: dict[str, _Member] = {}
+        for endpoint in endpoints:
+            member = self._members.get(endpoint.instance_id)
+            if member is not None and member.endpoint.address == endpoint.address:
+                member.endpoint = endpoint
+            else:
+                if member is not None:
+                    self._retire(member)
+                member = _Member(endpoint, self._dial(endpoint), self._breaker_factory(endpoint))
+            members[endpoint.instance_id] = member
+        for instance_id in self._members.keys() - members.keys():
+            self._retire(self._members[instance_id])
+        self._members = members
+        self._order = sorted(members.values(), key=lambda m: m.endpoint.instance_id)
+        log.info("%s endpoints: %s", self.service, [m.endpoint.address for m in self._order])
+        self._ready.set()
+
+    def _retire(self, member: _Member) -> None:
+        # Calls already on the way finish; the channel closes when they have.
+        task = asyncio.get_running_loop().create_task(
+            member.channel.close(grace=self._policy.timeout)
+        )
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    # -- picking and calling -------------------------------------------------------
+
+    def _pick(self, tried: set[str]) -> _Pick:
+        """The next endpoint in round-robin order that may take a call now."""
+        order = self._order
+        if not order:
+            raise NoEndpoints(self.service)
+        start, self._next = self._next, self._next + 1
+        failing: _Member | None = None
+        soonest: tuple[float, str] | None = None
+        for candidate in (order[(start + i) % len(order)] for i in range(len(order))):
+            if candidate.endpoint.instance_id in tried:
+                continue
+            if candidate.failing():
+                failing = failing or candidate
+                continue
+            admission = candidate.breaker.admit()
+            if admission is not None:
+                return _Pick(candidate, admission)
+            wait = candidate.breaker.retry_after()
+            if soonest is None or wait < soonest[0]:
+                soonest = (wait, candidate.endpoint.address)
+        if failing is not None:
+            # Every healthy-looking endpoint is out; a failing connection may be back.
+            admission = failing.breaker.admit()
+            if admission is not None:
+                return _Pick(failing, admission)
+        if tried:
+            return self._pick(set())
+        if soonest is not None:
+            raise CircuitOpen(self.service, soonest[1], soonest[0])
+        raise NoEndpoints(self.service)
+
+    def _budget(self, timeout: float | None) -> float:
+        inherited = deadline.remaining()
+        budgets = [b for b in (timeout, inherited) if b is not None]
+        return min(budgets) if budgets else self._policy.timeout
+
+    async def _first_endpoints(self, until: float) -> None:
+        if not self._ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ready.wait(), max(0.0, until - time.monotonic()))
+
+    async def call_unary(
+        self,
+        method: str,
+        make: Callable[[grpc.aio.Channel], grpc.aio.UnaryUnaryMultiCallable[Any, Any]],
+        request: Any,
+        timeout: float | None,
+        metadata: Sequence[tuple[str, str | bytes]] | None,
+    ) -> Any:
+        started = time.perf_counter()
+        stats = self._metrics.method(method) if self._metrics else None
+        if stats:
+            stats.started.inc()
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            response = await self._attempts(method, make, request, timeout, metadata)
+            code = grpc.StatusCode.OK
+            return response
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        finally:
+            if stats:
+                stats.handled(code).inc()
+                stats.handling.observe(time.perf_counter() - started)
+
+    async def _attempts(
+        self,
+        method: str,
+        make: Callable[[grpc.aio.Channel], grpc.aio.UnaryUnaryMultiCallable[Any, Any]],
+        request: Any,
+        timeout: float | None,
+        metadata: Sequence[tuple[str, str | bytes]] | None,
+    ) -> Any:
+        until = time.monotonic() + self._budget(timeout)
+        await self._first_endpoints(until)
+        retryable = is_idempotent(method)
+        tried: set[str] = set()
+        attempt = 0
+        while True:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                raise _deadline_exceeded(self.service, method)
+            try:
+                pick = self._pick(tried)
+            except NoEndpoints:
+                # Nothing was sent, so waiting for an instance is safe for any method.
+                if not self._can_retry(attempt, until):
+                    raise
+                attempt += 1
+                await asyncio.sleep(self._backoff.delay(attempt - 1))
+                continue
+            member = pick.member
+            callable_ = member.callables.get(method)
+            if callable_ is None:
+                callable_ = member.callables[method] = make(member.channel)
+            try:
+                response = await callable_(request, timeout=remaining, metadata=metadata)
+            except grpc.aio.AioRpcError as error:
+                member.breaker.record(pick.admission, error.code())
+                if not (
+                    retryable
+                    and error.code() is grpc.StatusCode.UNAVAILABLE
+                    and self._can_retry(attempt, until)
+                ):
+                    raise
+                tried.add(member.endpoint.instance_id)
+                attempt += 1
+                if self._metrics:
+                    self._metrics.retries.labels(*method.lstrip("/").split("/", 1)).inc()
+                await asyncio.sleep(self._backoff.delay(attempt - 1))
+                continue
+            except asyncio.CancelledError:
+                member.breaker.abandon(pick.admission)
+                raise
+            member.breaker.record(pick.admission, grpc.StatusCode.OK)
+            return response
+
+    def _can_retry(self, attempt: int, until: float) -> bool:
+        if attempt + 1 >= self._policy.retry.max_attempts:
+            return False
+        return time.monotonic() + self._backoff.delay(attempt) < until
+
+    async def close(self) -> None:
+        """Stop following endpoints and close every channel."""
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        members, self._members, self._order = list(self._members.values()), {}, []
+        await asyncio.gather(
+            *(m.channel.close() for m in members), *self._closing, return_exceptions=True
+        )
+
+
+def _deadline_exceeded(service: str, method: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(),
+        details=f"deadline exceeded before calling {service} {method}",
+    )
+
+
+class _UnaryUnary:
+    """What a generated stub attribute such as `stub.GetStock` is bound to."""
+
+    def __init__(
+        self,
+        owner: ServiceChannel,
+        method: str,
+        serializer: Serializer,
+        deserializer: Callable[[bytes], Any] | None,
+    ) -> None:
+        self._owner = owner
+        self._method = method
+
+        def make(channel: grpc.aio.Channel) -> grpc.aio.UnaryUnaryMultiCallable[Any, Any]:
+            return channel.unary_unary(
+                method, request_serializer=serializer, response_deserializer=deserializer
+            )
+
+        self._make = make
+
+    async def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str | bytes]] | None = None,
+        **_: Any,
+    ) -> Any:
+        return await self._owner.call_unary(self._method, self._make, request, timeout, metadata)
+
+
+class _UnaryStream:
+    """Server-streaming calls: balanced like unary ones, never retried once started."""
+
+    def __init__(
+        self,
+        owner: ServiceChannel,
+        method: str,
+        serializer: Serializer,
+        deserializer: Callable[[bytes], Any] | None,
+    ) -> None:
+        self._owner = owner
+        self._method = method
+        self._serializer = serializer
+        self._deserializer = deserializer
+
+    async def __call__(
+        self,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str | bytes]] | None = None,
+        **_: Any,
+    ) -> AsyncIterator[Any]:
+        owner = self._owner
+        budget = owner._budget(timeout)
+        await owner._first_endpoints(time.monotonic() + budget)
+        pick = owner._pick(set())
+        channel = pick.member.channel
+        call = channel.unary_stream(
+            self._method,
+            request_serializer=self._serializer,
+            response_deserializer=self._deserializer,
+        )(request, timeout=budget, metadata=metadata)
+        code = grpc.StatusCode.OK
+        try:
+            async for item in call:
+                yield item
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        finally:
+            pick.member.breaker.record(pick.admission, code)

@@ -1,0 +1,77 @@
+"""The mesh client: a balanced, resilient mTLS channel to any service, by name."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import grpc
+
+from mesh.client._channel import ServiceChannel
+from mesh.config import ClientPolicy
+from mesh.registry import Endpoint, EndpointSource
+from mesh.telemetry import ClientMetrics
+
+__all__ = ["MeshClient"]
+
+_CHANNEL_OPTIONS = (
+    # Registry changes, not connection backoff, decide where calls go: reconnect fast.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+)
+
+
+class MeshClient:
+    """Hands out one ServiceChannel per service; generated stubs take it as a channel:
+
+        inventory = InventoryServiceStub(client.channel("inventory"))
+        await inventory.GetStock(GetStockRequest(product_id="sku-1"))
+
+    Every endpoint channel uses `credentials` (this process's identity) and runs
+    `interceptors` (tracing) on each attempt.
+    """
+
+    def __init__(
+        self,
+        source: EndpointSource,
+        credentials: grpc.ChannelCredentials,
+        policy: ClientPolicy,
+        *,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        metrics: ClientMetrics | None = None,
+    ) -> None:
+        self._source = source
+        self._credentials = credentials
+        self._policy = policy
+        self._interceptors = list(interceptors)
+        self._metrics = metrics
+        self._channels: dict[str, ServiceChannel] = {}
+
+    def _dial(self, endpoint: Endpoint) -> grpc.aio.Channel:
+        return grpc.aio.secure_channel(
+            endpoint.address,
+            self._credentials,
+            options=_CHANNEL_OPTIONS,
+            interceptors=self._interceptors,
+        )
+
+    def channel(self, service: str) -> ServiceChannel:
+        """The channel to `service`; it starts following its endpoints on first use."""
+        channel = self._channels.get(service)
+        if channel is None:
+            channel = ServiceChannel(
+                service, self._source, self._dial, self._policy, metrics=self._metrics
+            )
+            self._channels[service] = channel
+        return channel
+
+    async def aclose(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        await asyncio.gather(*(channel.close() for channel in channels))
+
+    async def __aenter__(self) -> MeshClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

@@ -1,0 +1,155 @@
+"""One server interceptor for what every call needs: authorisation by SPIFFE id, RED
+metrics, the deadline handed on to downstream calls, and the one table that turns
+exceptions into gRPC statuses."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.trace import format_trace_id
+
+from mesh import deadline
+from mesh.authz import AuthzTable
+from mesh.problems import Problem
+from mesh.telemetry import ServerMetrics, grpc_type
+from mesh.telemetry._metrics import MethodMetrics
+
+__all__ = ["MeshInterceptor"]
+
+log = logging.getLogger("mesh.server")
+
+_DETAILS_KEY = "grpc-status-details-bin"
+# Downstream failures a caller may retry keep their code; anything else is a bug here.
+_PASS_THROUGH = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class _Guard:
+    """The per-method half of the interceptor: metrics children and the method name."""
+
+    def __init__(self, method: str, stats: MethodMetrics, authz: AuthzTable) -> None:
+        self.method = method
+        self.stats = stats
+        self.authz = authz
+
+    async def enter(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        """Count the call, authorise the caller and record its deadline."""
+        self.stats.started.inc()
+        spiffe = next(iter(context.auth_context().get("peer_spiffe_id", ())), None)
+        decision = self.authz.check(spiffe.decode() if spiffe else None, self.method)
+        if not decision.allowed:
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{decision.caller} may not call {self.method} ({decision.reason})",
+            )
+        deadline.inherit(context.time_remaining())
+        return time.perf_counter()
+
+    async def fail(self, error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Abort the call with the status `error` stands for."""
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        if isinstance(error, Problem):
+            details = error.to_status().SerializeToString()
+            await context.abort(
+                error.code, error.message, trailing_metadata=((_DETAILS_KEY, details),)
+            )
+        if isinstance(error, grpc.aio.AioRpcError) and error.code() in _PASS_THROUGH:
+            await context.abort(error.code(), f"a dependency failed: {error.details()}")
+        log.exception("unhandled error in %s", self.method)
+        span = trace.get_current_span().get_span_context()
+        ref = f" (trace {format_trace_id(span.trace_id)})" if span.is_valid else ""
+        await context.abort(grpc.StatusCode.INTERNAL, f"internal error{ref}")
+
+    def finish(self, context: grpc.aio.ServicerContext[Any, Any], started: float) -> None:
+        code = context.code()
+        self.stats.handled(code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK).inc()
+        self.stats.handling.observe(time.perf_counter() - started)
+
+    def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            started = time.perf_counter()
+            try:
+                started = await self.enter(context)
+                return await behavior(request, context)
+            except Exception as error:
+                await self.fail(error, context)
+            finally:
+                self.finish(context, started)
+
+        return handle
+
+    def streaming(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                started = time.perf_counter()
+                try:
+                    started = await self.enter(context)
+                    async for item in behavior(request, context):
+                        yield item
+                except Exception as error:
+                    await self.fail(error, context)
+                finally:
+                    self.finish(context, started)
+
+            return stream
+        return self.unary(behavior)  # a coroutine that writes with context.write()
+
+
+class MeshInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps each method's handler once and reuses the wrapper for every call that the
+    server routes to that same handler. (Keyed by handler, not by method name, so one
+    interceptor may serve several servers, as in-process tests do.)"""
+
+    def __init__(self, authz: AuthzTable, metrics: ServerMetrics) -> None:
+        self._authz = authz
+        self._metrics = metrics
+        # id(handler) -> (handler, wrapper); holding the handler keeps its id unique.
+        self._wrapped: dict[int, tuple[object, grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None  # unknown method: the server answers UNIMPLEMENTED
+        entry = self._wrapped.get(id(handler))
+        if entry is None:
+            entry = (handler, self._wrap(handler_call_details.method, handler))
+            self._wrapped[id(handler)] = entry
+        return entry[1]
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        kind = grpc_type(handler.request_streaming, handler.response_streaming)
+        guard = _Guard(method, self._metrics.method(method, kind), self._authz)
+        decode, encode = handler.request_deserializer, handler.response_serializer
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                guard.unary(handler.unary_unary), decode, encode
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                guard.streaming(handler.unary_stream), decode, encode
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                guard.unary(handler.stream_unary), decode, encode
+            )
+        assert handler.stream_stream is not None
+        return grpc.stream_stream_rpc_method_handler(
+            guard.streaming(handler.stream_stream), decode, encode
+        )

@@ -1,0 +1,315 @@
+"""Run one service instance: mTLS gRPC server, health, reflection, metrics, tracing,
+registration in etcd, and a graceful stop.
+
+Start order: servicers, health (NOT_SERVING), reflection, listen, metrics, register in
+etcd, then SERVING. Stop order on SIGTERM/SIGINT: every health status NOT_SERVING,
+revoke the lease (the instance leaves etcd and clients stop picking it), keep serving
+for `drain_delay` while that news spreads, then stop accepting calls and give
+in-flight ones `grace_period` to finish, then close clients and exporters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import (
+    aio_client_interceptors,
+    aio_server_interceptor,
+    filters,
+)
+from prometheus_client import CollectorRegistry
+
+from mesh.authz import AuthzTable
+from mesh.client import MeshClient
+from mesh.config import MeshConfig, ServiceSpec, load_config
+from mesh.errors import MeshError
+from mesh.identity import IdentityFiles, channel_credentials, server_credentials
+from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration
+from mesh.server._interceptor import MeshInterceptor
+from mesh.telemetry import (
+    ClientMetrics,
+    MetricsServer,
+    ServerMetrics,
+    configure_logging,
+    tracer_provider,
+)
+
+__all__ = ["InstanceSettings", "Runtime", "run_service", "serve"]
+
+log = logging.getLogger("mesh.server")
+
+ServicerAdder = Callable[[Any, grpc.aio.Server], None]
+Setup = Callable[["Runtime"], Awaitable[None]]
+Cleanup = Callable[[], Awaitable[None] | None]
+
+_UNTRACED = filters.negate(
+    filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
+)
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """Everything one instance needs, resolved at its entrypoint."""
+
+    config: MeshConfig
+    service: ServiceSpec
+    instance_id: str
+    port: int
+    metrics_port: int
+    etcd_endpoint: str
+    version: str
+    otlp_endpoint: str | None = None
+
+    @property
+    def trace_file(self) -> Path:
+        return self.config.state_dir / "traces" / f"{self.instance_id}.jsonl"
+
+
+class Runtime:
+    """What a service's setup function gets: where to add servicers, the mesh client for
+    downstream calls, and its own data folder (shared by the service's instances)."""
+
+    def __init__(
+        self,
+        settings: InstanceSettings,
+        server: grpc.aio.Server,
+        client: MeshClient,
+        tracer: trace.Tracer,
+    ) -> None:
+        self.settings = settings
+        self.server = server
+        self.client = client
+        self.tracer = tracer  # for the service's own spans, children of the call's span
+        self.service_names: list[str] = []
+        self._cleanups: list[Cleanup] = []
+
+    @property
+    def data_dir(self) -> Path:
+        path = self.settings.config.state_dir / "data" / self.settings.service.name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def version(self) -> str:
+        return self.settings.version
+
+    def add_service(
+        self, descriptor: ServiceDescriptor, servicer: object, adder: ServicerAdder
+    ) -> None:
+        """Serve `servicer` (health status and reflection follow `descriptor`)."""
+        adder(servicer, self.server)
+        self.service_names.append(descriptor.full_name)
+
+    def on_close(self, cleanup: Cleanup) -> None:
+        """Run `cleanup` after the server has stopped, in reverse order of registration."""
+        self._cleanups.append(cleanup)
+
+    async def close(self) -> None:
+        for cleanup in reversed(self._cleanups):
+            result = cleanup()
+            if result is not None:
+                await result
+
+
+async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -> None:
+    """Serve until `stop` is set, then stop gracefully. Raises MeshError if it cannot start."""
+    config, spec = settings.config, settings.service
+    provider = tracer_provider(
+        service=spec.name,
+        instance_id=settings.instance_id,
+        sample_ratio=config.telemetry.trace_sample_ratio,
+        otlp_endpoint=settings.otlp_endpoint,
+        trace_file=settings.trace_file,
+    )
+    registry = CollectorRegistry()
+    identity = IdentityFiles(config.certs_dir, spec.name)
+    etcd = EtcdClient(settings.etcd_endpoint)
+    client = MeshClient(
+        EtcdDiscovery(etcd, config.etcd.prefix),
+        channel_credentials(identity),
+        config.client,
+        interceptors=aio_client_interceptors(tracer_provider=provider),  # type: ignore[no-untyped-call]
+        metrics=ClientMetrics(registry),
+    )
+    server = grpc.aio.server(
+        interceptors=[
+            aio_server_interceptor(tracer_provider=provider, filter_=_UNTRACED),  # type: ignore[no-untyped-call]
+            MeshInterceptor(
+                AuthzTable(config.authz, config.trust_domain, config.namespace),
+                ServerMetrics(registry),
+            ),
+        ],
+        # Without this a second instance could bind the same fixed port and split its traffic.
+        options=[("grpc.so_reuseport", 0)],
+    )
+    runtime = Runtime(settings, server, client, provider.get_tracer(f"services.{spec.name}"))
+    health = HealthServicer()
+    metrics: MetricsServer | None = None
+    registration: Registration | None = None
+    try:
+        await setup(runtime)
+        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        names = [*runtime.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+        address = f"{config.host}:{settings.port}"
+        try:
+            port = server.add_secure_port(address, server_credentials(identity))
+        except RuntimeError as error:
+            raise MeshError(f"cannot listen on {address}: is the port taken?") from error
+        metrics = MetricsServer(registry, config.host, settings.metrics_port)
+        await server.start()
+        endpoint = Endpoint(
+            service=spec.name,
+            instance_id=settings.instance_id,
+            address=f"{config.host}:{port}",
+            version=settings.version,
+            metadata={"metrics": metrics.address, "pid": str(os.getpid())},
+        )
+        registration = Registration(etcd, config.etcd.prefix, endpoint, config.etcd.lease_ttl)
+        await registration.start()
+        for name in ["", *runtime.service_names]:
+            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving",
+            extra={
+                "address": endpoint.address,
+                "metrics": metrics.address,
+                "version": settings.version,
+                "services": runtime.service_names,
+                "etcd": etcd.endpoint,
+            },
+        )
+        await stop.wait()
+        log.info(
+            "stopping: draining for %.1fs, then %.1fs grace",
+            config.server.drain_delay,
+            config.server.grace_period,
+        )
+        await health.enter_graceful_shutdown()
+        await registration.aclose()
+        registration = None
+        await asyncio.sleep(config.server.drain_delay)
+        await server.stop(config.server.grace_period)
+    finally:
+        await server.stop(0)
+        if registration is not None:
+            await registration.aclose()
+        await runtime.close()
+        await client.aclose()
+        await etcd.aclose()
+        if metrics is not None:
+            metrics.close()
+        provider.shutdown()
+    log.info("stopped")
+
+
+def _parse(service: str, argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m services.{service}", description=f"Run one {service} instance."
+    )
+    parser.add_argument(
+        "--config", type=Path, default=Path("mesh.yaml"), help="mesh.yaml (default: ./mesh.yaml)"
+    )
+    parser.add_argument(
+        "--instance-id", help="unique id in the registry (default: <service>-<random>)"
+    )
+    parser.add_argument(
+        "--port", type=int, help="gRPC port (default: the service's port in mesh.yaml)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, help="Prometheus port (default: from mesh.yaml)"
+    )
+    parser.add_argument(
+        "--etcd", help="etcd host:port (default: mesh.yaml, else the one meshctl started)"
+    )
+    parser.add_argument(
+        "--version", dest="version", help="version to register (default: from mesh.yaml)"
+    )
+    return parser.parse_args(argv)
+
+
+def _etcd_endpoint(config: MeshConfig, flag: str | None) -> str:
+    if flag:
+        return flag
+    if config.etcd.endpoint:
+        return config.etcd.endpoint
+    from mesh.supervisor import read_state  # only the entrypoint looks at meshctl's state
+
+    state = read_state(config.state_dir)
+    if state is None:
+        raise MeshError(
+            "no etcd: pass --etcd, set etcd.endpoint in mesh.yaml, or start one with `meshctl up`"
+        )
+    return str(state.etcd_endpoint)
+
+
+def run_service(service: str, setup: Setup, argv: Sequence[str] | None = None) -> int:
+    """The whole `__main__` of a service: parse flags, read mesh.yaml, serve until a
+    signal. Returns the process exit code (0 after a graceful stop)."""
+    args = _parse(service, sys.argv[1:] if argv is None else argv)
+    instance_id = args.instance_id or f"{service}-{uuid.uuid4().hex[:8]}"
+    configure_logging("info", service=service, instance=instance_id)
+    try:
+        config = load_config(args.config)
+        spec = config.service(service)
+        settings = InstanceSettings(
+            config=config,
+            service=spec,
+            instance_id=instance_id,
+            port=spec.port if args.port is None else args.port,
+            metrics_port=spec.metrics_port if args.metrics_port is None else args.metrics_port,
+            etcd_endpoint=_etcd_endpoint(config, args.etcd),
+            version=args.version or spec.version,
+            otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        )
+    except MeshError as error:
+        log.error("cannot start: %s", error)
+        return 2
+    logging.getLogger().setLevel(config.telemetry.log_level.upper())
+    log.info(
+        "config",
+        extra={
+            "config": str(config.path),
+            "port": settings.port,
+            "metrics_port": settings.metrics_port,
+            "etcd": settings.etcd_endpoint,
+        },
+    )
+    return _run(settings, setup)
+
+
+def _run(settings: InstanceSettings, setup: Setup) -> int:
+    import uvloop
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(settings, setup, stop)
+
+    try:
+        uvloop.run(main())
+    except MeshError as error:
+        log.error("cannot start: %s", error)
+        return 1
+    except Exception:
+        log.exception("crashed")
+        return 1
+    return 0

@@ -1,0 +1,57 @@
+"""Child processes: free ports, binaries from the venv, and a stop that always ends them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from mesh.errors import MeshError
+
+__all__ = ["find_binary", "free_port", "log_tail", "stop_process"]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the kernel's choice for port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def find_binary(name: str) -> str:
+    """`name` from this interpreter's venv (where the etcd and grpcurl wheels put
+    their binaries) or else from PATH."""
+    venv_bin = str(Path(sys.executable).parent)
+    found = shutil.which(name, path=os.pathsep.join([venv_bin, os.environ.get("PATH", "")]))
+    if found is None:
+        raise MeshError(
+            f"{name} not found in {venv_bin} or on PATH; run `make up` or `pip install -e .`"
+        )
+    return found
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+async def stop_process(process: asyncio.subprocess.Process, timeout: float) -> int:
+    """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode

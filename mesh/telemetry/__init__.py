@@ -1,0 +1,26 @@
+"""Metrics, traces and logs every ShopMesh process shares."""
+
+from mesh.telemetry._logging import JsonFormatter, configure_logging
+from mesh.telemetry._metrics import (
+    ClientMetrics,
+    MetricsServer,
+    ServerMetrics,
+    go_code_name,
+    grpc_type,
+    split_method,
+)
+from mesh.telemetry._tracing import JsonLinesSpanExporter, span_to_dict, tracer_provider
+
+__all__ = [
+    "ClientMetrics",
+    "JsonFormatter",
+    "JsonLinesSpanExporter",
+    "MetricsServer",
+    "ServerMetrics",
+    "configure_logging",
+    "go_code_name",
+    "grpc_type",
+    "span_to_dict",
+    "split_method",
+    "tracer_provider",
+]

@@ -1,0 +1,48 @@
+"""JSON logs, one object per line, carrying the current trace and span ids."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from opentelemetry import trace
+from opentelemetry.trace import format_span_id, format_trace_id
+
+__all__ = ["JsonFormatter", "configure_logging"]
+
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, **static: str) -> None:
+        super().__init__()
+        self._static = static
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **self._static,
+        }
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            entry["trace_id"] = format_trace_id(context.trace_id)
+            entry["span_id"] = format_span_id(context.span_id)
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str, **static: str) -> None:
+    """Send every log record to stderr as JSON, tagged with `static` fields."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(**static))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())

@@ -1,0 +1,155 @@
+"""Instances dying under steady load: clients must not notice.
+
+kill -9 gives no warning: idempotent calls in flight are retried on another instance,
+and the dead instance's lease expires within its TTL. SIGTERM is announced: the
+instance deregisters and drains first, so no call of any kind fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+
+from mesh.supervisor import EtcdServer
+from tests.harness.mesh import MeshHarness, write_config
+
+Call = Callable[[int], Awaitable[object]]
+
+
+@pytest.fixture(scope="module")
+async def pool(
+    tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
+) -> AsyncIterator[MeshHarness]:
+    config = write_config(
+        tmp_path_factory.mktemp("failover"),
+        etcd_endpoint=etcd.endpoint,
+        certs_dir=certs_dir,
+        replicas={"inventory": 3},
+    )
+    mesh = MeshHarness(config, etcd.endpoint)
+    try:
+        await mesh.start()
+        stub = inventory_pb2_grpc.InventoryServiceStub(mesh.client().channel("inventory"))
+        await stub.AdjustStock(
+            inventory_pb2.AdjustStockRequest(
+                product_id="sku-failover", delta=1_000_000, reason="test load"
+            )
+        )
+        yield mesh
+    finally:
+        await mesh.aclose()
+
+
+@dataclass
+class Load:
+    """Loops that call steadily until stopped, keeping every failure."""
+
+    calls: dict[str, Call]
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self, loops_per_kind: int = 2) -> None:
+        for name, call in self.calls.items():
+            for _ in range(loops_per_kind):
+                self._tasks.append(asyncio.create_task(self._loop(name, call)))
+
+    async def _loop(self, name: str, call: Call) -> None:
+        sequence = 0
+        while not self._stop.is_set():
+            sequence += 1
+            try:
+                await call(sequence)
+                self.ok += 1
+            except grpc.aio.AioRpcError as error:
+                self.failures.append(f"{name}: {error.code().name} {error.details()}")
+
+    async def until_ok(self, count: int, timeout: float = 20) -> None:
+        target = self.ok + count
+        until = time.monotonic() + timeout
+        while self.ok < target:
+            assert time.monotonic() < until, (
+                f"only {self.ok} calls succeeded; failures: {self.failures[:5]}"
+            )
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+
+def _load(mesh: MeshHarness, kinds: list[str]) -> Load:
+    stub = inventory_pb2_grpc.InventoryServiceStub(mesh.client().channel("inventory"))
+    run = uuid.uuid4().hex[:8]
+
+    async def get(_: int) -> object:
+        return await stub.GetStock(inventory_pb2.GetStockRequest(product_id="sku-failover"))
+
+    async def adjust(_: int) -> object:  # not idempotent: never retried by the client
+        return await stub.AdjustStock(
+            inventory_pb2.AdjustStockRequest(product_id="sku-failover", delta=1)
+        )
+
+    async def reserve(sequence: int) -> object:
+        item = inventory_pb2.ReservationItem(product_id="sku-failover", quantity=1)
+        order_id = f"ord-{run}-{id(asyncio.current_task())}-{sequence}"
+        return await stub.ReserveStock(
+            inventory_pb2.ReserveStockRequest(order_id=order_id, items=[item])
+        )
+
+    calls: dict[str, Call] = {"GetStock": get, "AdjustStock": adjust, "ReserveStock": reserve}
+    return Load({kind: calls[kind] for kind in kinds})
+
+
+async def _gone_from_etcd(mesh: MeshHarness, key: str, timeout: float) -> float:
+    """Seconds until `key` disappears from etcd (polled every 50 ms)."""
+    started = time.monotonic()
+    while await mesh.etcd.get(key) is not None:
+        assert time.monotonic() - started < timeout, f"{key} still registered after {timeout}s"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+async def test_kill_9_fails_no_idempotent_call_and_leaves_etcd_within_ttl(
+    pool: MeshHarness,
+) -> None:
+    load = _load(pool, ["GetStock", "ReserveStock"])
+    load.start()
+    try:
+        await load.until_ok(50)
+        victim = pool.instances["inventory-1"]
+        victim.send_signal(signal.SIGKILL)
+        gone_after = await _gone_from_etcd(pool, victim.key, timeout=pool.config.etcd.lease_ttl + 5)
+        await load.until_ok(100)
+    finally:
+        await load.stop()
+    assert load.failures == []
+    # etcd's lessor checks expiry every 500 ms, so allow that much past the TTL.
+    assert gone_after <= pool.config.etcd.lease_ttl + 0.5
+
+
+async def test_sigterm_fails_no_call_of_any_kind(pool: MeshHarness) -> None:
+    load = _load(pool, ["GetStock", "AdjustStock", "ReserveStock"])
+    load.start()
+    try:
+        await load.until_ok(50)
+        victim = pool.instances["inventory-2"]
+        victim.send_signal(signal.SIGTERM)
+        gone_after = await _gone_from_etcd(pool, victim.key, timeout=2)
+        exit_code = await asyncio.wait_for(victim.wait(), 15)
+        await load.until_ok(100)
+    finally:
+        await load.stop()
+    assert load.failures == []
+    assert exit_code == 0
+    assert gone_after < pool.config.server.drain_delay  # deregistered before it stopped serving

@@ -1,0 +1,164 @@
+"""Registration under a lease and discovery by watch, against a real etcd that this
+module stops, restarts and wipes (so it has its own)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mesh.errors import RegistryUnavailable
+from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration, instance_key
+from mesh.supervisor import EtcdServer
+from tests.harness.mesh import MeshHarness, write_config
+
+TTL = 2
+
+
+@pytest.fixture(scope="module")
+async def private_etcd(
+    tmp_path_factory: pytest.TempPathFactory, binaries: dict[str, str]
+) -> AsyncIterator[EtcdServer]:
+    server = EtcdServer(tmp_path_factory.mktemp("private-etcd") / "data")
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(scope="module")
+async def mesh(
+    tmp_path_factory: pytest.TempPathFactory, private_etcd: EtcdServer, certs_dir: Path
+) -> AsyncIterator[MeshHarness]:
+    config = write_config(
+        tmp_path_factory.mktemp("registry"),
+        etcd_endpoint=private_etcd.endpoint,
+        certs_dir=certs_dir,
+        replicas={"product": 1, "inventory": 2},
+    )
+    harness = MeshHarness(config, private_etcd.endpoint)
+    try:
+        await harness.start()
+        yield harness
+    finally:
+        await harness.aclose()
+
+
+async def _all_registered_within(mesh: MeshHarness, timeout: float) -> float:
+    """Seconds until every instance's key is in etcd again; fails after `timeout`."""
+    keys = [instance.key for instance in mesh.instances.values()]
+    started = time.monotonic()
+    async with EtcdClient(mesh.etcd_endpoint, timeout=0.5) as etcd:
+        while True:
+            try:
+                present = [await etcd.get(key) is not None for key in keys]
+            except RegistryUnavailable:
+                present = [False]
+            if all(present):
+                return time.monotonic() - started
+            assert time.monotonic() - started < timeout, f"not re-registered: {keys}\n{mesh.logs()}"
+            await asyncio.sleep(0.05)
+
+
+async def test_stopped_then_restarted_etcd_has_every_instance_again(
+    mesh: MeshHarness, private_etcd: EtcdServer
+) -> None:
+    await private_etcd.stop()
+    await asyncio.sleep(TTL * 1.5)  # long enough for every lease to have lapsed
+    await private_etcd.start()
+    await _all_registered_within(mesh, 2 * TTL)
+
+
+async def test_etcd_restarted_without_its_data_has_every_instance_again(
+    mesh: MeshHarness, private_etcd: EtcdServer
+) -> None:
+    await private_etcd.kill()
+    await private_etcd.restart(wipe=True)  # no keys, no leases: everything must be redone
+    await _all_registered_within(mesh, 2 * TTL)
+
+
+async def test_instances_keep_serving_each_other_while_etcd_is_down(
+    mesh: MeshHarness, private_etcd: EtcdServer
+) -> None:
+    from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+
+    stub = inventory_pb2_grpc.InventoryServiceStub(mesh.client().channel("inventory"))
+    await stub.GetStock(inventory_pb2.GetStockRequest(product_id="sku-x"))  # endpoints known
+    await private_etcd.stop()
+    try:
+        for _ in range(10):  # discovery keeps the last known endpoints
+            await stub.GetStock(inventory_pb2.GetStockRequest(product_id="sku-x"))
+    finally:
+        await private_etcd.start()
+    await _all_registered_within(mesh, 2 * TTL)
+
+
+# -- the registry objects in this process, on the same etcd ----------------------------------
+
+
+def _endpoint(instance_id: str, port: int) -> Endpoint:
+    return Endpoint("probe", instance_id, f"127.0.0.1:{port}", metadata={"zone": "a"})
+
+
+async def _next_set(updates: AsyncIterator[frozenset[Endpoint]]) -> frozenset[Endpoint]:
+    return await asyncio.wait_for(anext(updates), 5)
+
+
+async def test_discovery_follows_registrations_and_deregistrations(
+    private_etcd: EtcdServer,
+) -> None:
+    async with EtcdClient(private_etcd.endpoint) as etcd:
+        prefix = f"/disc-{time.monotonic_ns()}"
+        updates = EtcdDiscovery(etcd, prefix).endpoints("probe")
+        assert await _next_set(updates) == frozenset()
+        first = Registration(etcd, prefix, _endpoint("a", 1001), TTL)
+        second = Registration(etcd, prefix, _endpoint("b", 1002), TTL)
+        await first.start()
+        assert {e.instance_id for e in await _next_set(updates)} == {"a"}
+        await second.start()
+        assert {e.instance_id for e in await _next_set(updates)} == {"a", "b"}
+        await first.aclose()
+        assert {e.instance_id for e in await _next_set(updates)} == {"b"}
+        await second.aclose()
+        assert await _next_set(updates) == frozenset()
+        await updates.aclose()  # type: ignore[attr-defined]
+
+
+async def test_registration_comes_back_after_its_lease_is_revoked(private_etcd: EtcdServer) -> None:
+    async with EtcdClient(private_etcd.endpoint) as etcd:
+        prefix = f"/lease-{time.monotonic_ns()}"
+        registration = Registration(etcd, prefix, _endpoint("a", 1001), TTL)
+        await registration.start()
+        key = instance_key(prefix, "probe", "a")
+        try:
+            lease = registration._lease
+            assert lease is not None
+            await etcd.revoke(lease)  # as if the lease had expired during a partition
+            assert await etcd.get(key) is None
+            started = time.monotonic()
+            while await etcd.get(key) is None:
+                assert time.monotonic() - started < 2 * TTL, "not registered again"
+                await asyncio.sleep(0.05)
+            assert registration.registrations == 2
+        finally:
+            await registration.aclose()
+        assert await etcd.get(key) is None
+
+
+async def test_malformed_registry_entries_are_ignored(private_etcd: EtcdServer) -> None:
+    async with EtcdClient(private_etcd.endpoint) as etcd:
+        prefix = f"/bad-{time.monotonic_ns()}"
+        await etcd.put(instance_key(prefix, "probe", "junk"), b"not json")
+        good = Registration(etcd, prefix, _endpoint("good", 1003), TTL)
+        await good.start()
+        try:
+            updates = EtcdDiscovery(etcd, prefix).endpoints("probe")
+            assert {e.instance_id for e in await _next_set(updates)} == {"good"}
+            await updates.aclose()  # type: ignore[attr-defined]
+        finally:
+            await good.aclose()
+            await etcd.delete(instance_key(prefix, "probe", "junk"))

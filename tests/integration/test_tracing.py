@@ -1,0 +1,75 @@
+"""One PlaceOrder produces one trace across order, product and inventory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from pathlib import Path
+
+from shop.order.v1 import order_pb2, order_pb2_grpc
+
+from tests.harness.mesh import MeshHarness
+
+PLACE_ORDER = "/shop.order.v1.OrderService/PlaceOrder"
+
+
+def _spans(traces: Path, trace_id: str) -> list[dict[str, object]]:
+    found = []
+    for path in traces.glob("*.jsonl"):
+        for line in path.read_text().splitlines():
+            span = json.loads(line)
+            if span["trace_id"] == trace_id:
+                found.append(span)
+    return found
+
+
+async def _wait_for_spans(traces: Path, trace_id: str, count: int) -> list[dict[str, object]]:
+    until = time.monotonic() + 10
+    while time.monotonic() < until:
+        spans = _spans(traces, trace_id)
+        if len(spans) >= count:
+            return spans
+        await asyncio.sleep(0.2)
+    return _spans(traces, trace_id)
+
+
+async def test_place_order_spans_share_one_trace_with_parent_links(shop: MeshHarness) -> None:
+    trace_id, caller_span = secrets.token_hex(16), secrets.token_hex(8)
+    stub = order_pb2_grpc.OrderServiceStub(shop.client().channel("order"))
+    await stub.PlaceOrder(
+        order_pb2.PlaceOrderRequest(
+            customer_id="tracer",
+            items=[order_pb2.OrderItem(product_id="sku-mug", quantity=1)],
+        ),
+        metadata=[("traceparent", f"00-{trace_id}-{caller_span}-01")],
+    )
+    # order: server span + 2 client spans; product and inventory: one server span each.
+    spans = await _wait_for_spans(shop.config.state_dir / "traces", trace_id, 5)
+
+    def one(service: str, kind: str, name: str) -> dict[str, object]:
+        matches = [
+            s for s in spans if (s["service"], s["kind"], s["name"]) == (service, kind, name)
+        ]
+        assert len(matches) == 1, f"{service} {kind} {name}: {matches}\nall: {spans}"
+        return matches[0]
+
+    order = one("order", "SERVER", PLACE_ORDER)
+    get_product = one("order", "CLIENT", "/shop.product.v1.ProductService/GetProduct")
+    reserve = one("order", "CLIENT", "/shop.inventory.v1.InventoryService/ReserveStock")
+    product = one("product", "SERVER", "/shop.product.v1.ProductService/GetProduct")
+    inventory = one("inventory", "SERVER", "/shop.inventory.v1.InventoryService/ReserveStock")
+
+    assert order["parent_span_id"] == caller_span
+    assert get_product["parent_span_id"] == order["span_id"]
+    assert reserve["parent_span_id"] == order["span_id"]
+    assert product["parent_span_id"] == get_product["span_id"]
+    assert inventory["parent_span_id"] == reserve["span_id"]
+
+    def interval(span: dict[str, object]) -> tuple[int, int]:
+        return int(str(span["start_unix_nano"])), int(str(span["end_unix_nano"]))
+
+    # The downstream work happens inside the order span.
+    for child in (get_product, reserve, product, inventory):
+        assert interval(order)[0] <= interval(child)[0] <= interval(child)[1] <= interval(order)[1]
