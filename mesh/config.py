@@ -118,14 +118,26 @@ class AuthzRule:
     methods: tuple[str, ...]
 
 
+_PRICE = re.compile(r"^(\d{1,15})(?:\.(\d{1,9}))? ([A-Z]{3})$")
+
+
 @dataclass(frozen=True)
 class DemoProduct:
-    """A product `meshctl up` creates, with its opening stock, if it is missing."""
+    """A demo product: the product service creates it and the inventory service gives
+    it its opening stock, each in its own database, when missing."""
 
     product_id: str
     name: str
-    price: str
+    price: str  # "<amount> <ISO 4217 code>", e.g. "24.50 USD"
     stock: int
+
+    @property
+    def price_parts(self) -> tuple[str, int, int]:
+        """(currency code, whole units, nanos) of the price."""
+        match = _PRICE.match(self.price)
+        assert match is not None, "validated when the config was loaded"
+        units, fraction, currency = match.groups()
+        return currency, int(units), int((fraction or "").ljust(9, "0"))
 
 
 @dataclass(frozen=True)
@@ -315,15 +327,20 @@ def _demo(reader: _Reader) -> tuple[DemoProduct, ...]:
     products = []
     for index, item in enumerate(raw):
         entry = _Reader(item, reader.key(f"products[{index}]"))
-        products.append(
-            DemoProduct(
-                product_id=entry.typed("product_id", str, ""),
-                name=entry.typed("name", str, ""),
-                price=entry.typed("price", str, ""),
-                stock=entry.at_least("stock", int, 0, 0),
-            )
+        product = DemoProduct(
+            product_id=entry.typed("product_id", str, ""),
+            name=entry.typed("name", str, ""),
+            price=entry.typed("price", str, ""),
+            stock=entry.at_least("stock", int, 0, 0),
         )
         entry.finish()
+        if not _PRICE.match(product.price):
+            raise ConfigError(
+                entry.key("price"), f"must look like '24.50 USD', got {product.price!r}"
+            )
+        if not product.product_id or not product.name:
+            raise ConfigError(entry.key(""), "needs product_id and name")
+        products.append(product)
     reader.finish()
     return tuple(products)
 

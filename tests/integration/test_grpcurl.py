@@ -16,7 +16,7 @@ async def _grpcurl(
     certs = mesh.config.certs_dir
     endpoint = mesh.instances["product-1"].endpoint
     assert endpoint is not None
-    options = ["-cacert", str(certs / "ca.crt")]
+    options = ["-connect-timeout", "3", "-cacert", str(certs / "ca.crt")]
     if tls:
         options += ["-cert", str(certs / "admin.crt"), "-key", str(certs / "admin.key")]
     if body is not None:

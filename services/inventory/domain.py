@@ -1,0 +1,249 @@
+"""Stock rules: ids, adjustments, reservations and their idempotency. No I/O, no gRPC.
+
+The store reads rows inside a transaction, asks these functions what the new state is
+(or which problem to raise), and writes the answer back in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mesh.problems import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    PreconditionViolation,
+)
+
+__all__ = [
+    "MAX_QUANTITY",
+    "MAX_REASON",
+    "RESERVATION",
+    "STOCK",
+    "Reservation",
+    "ReservationItem",
+    "ReservationState",
+    "StockLevel",
+    "adjusted",
+    "released",
+    "require_order_id",
+    "reserved",
+    "same_items",
+    "validate_adjustment",
+    "validate_product_id",
+    "validate_reservation",
+]
+
+RESERVATION = "shop.inventory.v1.Reservation"
+"""Resource type named in NOT_FOUND and ALREADY_EXISTS details."""
+
+STOCK = "STOCK"
+"""PreconditionViolation type for a product whose stock does not allow the request."""
+
+MAX_REASON = 200
+MAX_QUANTITY = 2**63 - 1
+"""Stock columns are SQLite (signed 64-bit) integers."""
+
+_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_ID_RULE = "must be 1 to 64 lowercase letters, digits or dashes, not starting with a dash"
+
+
+class ReservationState(enum.Enum):
+    """Whether a reservation still holds its units."""
+
+    ACTIVE = 1
+    RELEASED = 2
+
+
+@dataclass(frozen=True)
+class StockLevel:
+    """Units of one product on hand and held by active reservations."""
+
+    product_id: str
+    on_hand: int = 0
+    reserved: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+@dataclass(frozen=True)
+class ReservationItem:
+    """A quantity of one product."""
+
+    product_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The units held for one order."""
+
+    order_id: str
+    items: tuple[ReservationItem, ...]
+    state: ReservationState
+
+
+def _id_violations(value: str, field: str) -> list[FieldViolation]:
+    if not value:
+        return [FieldViolation(field, "required")]
+    if not _ID.fullmatch(value):
+        return [FieldViolation(field, _ID_RULE)]
+    return []
+
+
+def validate_product_id(product_id: str) -> str:
+    """A product id as the catalogue allows them.
+
+    Raises:
+        InvalidArgument: on field `product_id`.
+    """
+    found = _id_violations(product_id, "product_id")
+    if found:
+        raise InvalidArgument(found)
+    return product_id
+
+
+def require_order_id(order_id: str) -> str:
+    """The order id to look up; only emptiness is an error, an unknown id is not found."""
+    if not order_id:
+        raise InvalidArgument([FieldViolation("order_id", "required")])
+    return order_id
+
+
+def validate_adjustment(product_id: str, delta: int, reason: str) -> None:
+    """Check an AdjustStock request.
+
+    Raises:
+        InvalidArgument: listing every bad field.
+    """
+    found = _id_violations(product_id, "product_id")
+    if delta == 0:
+        found.append(FieldViolation("delta", "must not be zero"))
+    if len(reason) > MAX_REASON:
+        found.append(FieldViolation("reason", f"must be at most {MAX_REASON} characters"))
+    if found:
+        raise InvalidArgument(found)
+
+
+def adjusted(level: StockLevel, delta: int) -> StockLevel:
+    """`level` with `delta` units more on hand.
+
+    Raises:
+        FailedPrecondition: on hand would drop below the units reserved (type STOCK).
+        InvalidArgument: on hand would exceed what the store can hold.
+    """
+    on_hand = level.on_hand + delta
+    if on_hand < level.reserved:
+        raise FailedPrecondition(
+            f"cannot remove {-delta} units of {level.product_id!r}",
+            [
+                PreconditionViolation(
+                    STOCK,
+                    level.product_id,
+                    f"on hand {level.on_hand}, reserved {level.reserved}, delta {delta}",
+                )
+            ],
+        )
+    if on_hand > MAX_QUANTITY:
+        raise InvalidArgument([FieldViolation("delta", f"on hand would exceed {MAX_QUANTITY}")])
+    return StockLevel(level.product_id, on_hand=on_hand, reserved=level.reserved)
+
+
+def validate_reservation(order_id: str, items: Sequence[ReservationItem]) -> None:
+    """Check a ReserveStock request: an order id, and at least one item, each product once
+    with a positive quantity.
+
+    Raises:
+        InvalidArgument: listing every bad field (`items[1].product_id`, ...).
+    """
+    found = _id_violations(order_id, "order_id")
+    if not items:
+        found.append(FieldViolation("items", "at least one item is required"))
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(items):
+        field = f"items[{index}]"
+        id_problems = _id_violations(item.product_id, f"{field}.product_id")
+        found.extend(id_problems)
+        if not id_problems:
+            if item.product_id in first_index:
+                found.append(
+                    FieldViolation(
+                        f"{field}.product_id",
+                        f"duplicates items[{first_index[item.product_id]}]",
+                    )
+                )
+            else:
+                first_index[item.product_id] = index
+        if item.quantity < 1:
+            found.append(FieldViolation(f"{field}.quantity", "must be at least 1"))
+    if found:
+        raise InvalidArgument(found)
+
+
+def same_items(existing: Reservation, items: Sequence[ReservationItem]) -> Reservation:
+    """The existing reservation when a repeated ReserveStock asks for the same items, in
+    any order: this is what makes ReserveStock idempotent by order id.
+
+    Raises:
+        AlreadyExists: the order id holds a reservation of other items.
+    """
+    if sorted(existing.items, key=_by_product) != sorted(items, key=_by_product):
+        raise AlreadyExists(
+            RESERVATION, existing.order_id, "the order holds a reservation of other items"
+        )
+    return existing
+
+
+def reserved(
+    levels: Mapping[str, StockLevel], items: Sequence[ReservationItem]
+) -> list[StockLevel]:
+    """The new levels after holding every item, all or nothing. A product missing from
+    `levels` has no stock.
+
+    Raises:
+        FailedPrecondition: listing every product that is short (type STOCK).
+    """
+    short = []
+    after = []
+    for item in items:
+        level = levels.get(item.product_id, StockLevel(item.product_id))
+        if item.quantity > level.available:
+            short.append(
+                PreconditionViolation(
+                    STOCK,
+                    item.product_id,
+                    f"requested {item.quantity}, available {level.available}",
+                )
+            )
+        else:
+            after.append(
+                StockLevel(
+                    level.product_id, on_hand=level.on_hand, reserved=level.reserved + item.quantity
+                )
+            )
+    if short:
+        raise FailedPrecondition("not enough stock", short)
+    return after
+
+
+def released(levels: Mapping[str, StockLevel], reservation: Reservation) -> list[StockLevel]:
+    """The new levels after an active reservation gives its units back."""
+    after = []
+    for item in reservation.items:
+        level = levels.get(item.product_id, StockLevel(item.product_id))
+        after.append(
+            StockLevel(
+                level.product_id, on_hand=level.on_hand, reserved=level.reserved - item.quantity
+            )
+        )
+    return after
+
+
+def _by_product(item: ReservationItem) -> str:
+    return item.product_id

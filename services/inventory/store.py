@@ -1,0 +1,232 @@
+"""Stock and reservations in SQLite, `<data_dir>/inventory.db`.
+
+The service's instances are separate processes sharing this file, so the database runs
+in WAL mode with a busy timeout, and every change is one short `BEGIN IMMEDIATE`
+transaction: it takes the write lock before reading, so the rows a rule checks cannot
+change before the transaction writes. That is what makes a reservation all-or-nothing
+across processes. CHECK constraints restate the invariant (0 <= reserved <= on_hand).
+
+The methods block: call them through `asyncio.to_thread`. One connection per store is
+shared by those threads under a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from mesh.problems import NotFound
+from services.inventory import domain
+from services.inventory.domain import Reservation, ReservationItem, ReservationState, StockLevel
+
+__all__ = ["BUSY_TIMEOUT", "InventoryStore"]
+
+BUSY_TIMEOUT = 5.0
+"""Seconds a statement waits for another process's write lock before failing."""
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS stock (
+        product_id TEXT PRIMARY KEY,
+        on_hand    INTEGER NOT NULL,
+        reserved   INTEGER NOT NULL,
+        CHECK (reserved >= 0 AND on_hand >= reserved)
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS adjustments (
+        id         INTEGER PRIMARY KEY,
+        product_id TEXT NOT NULL,
+        delta      INTEGER NOT NULL,
+        reason     TEXT NOT NULL,
+        time_ns    INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS reservations (
+        order_id TEXT PRIMARY KEY,
+        state    INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS reservation_items (
+        order_id   TEXT NOT NULL REFERENCES reservations (order_id),
+        position   INTEGER NOT NULL,
+        product_id TEXT NOT NULL,
+        quantity   INTEGER NOT NULL CHECK (quantity > 0),
+        PRIMARY KEY (order_id, position),
+        UNIQUE (order_id, product_id)
+    )
+    """,
+)
+
+
+class InventoryStore:
+    """Stock levels and reservations. Open with `InventoryStore(path)`; the schema is
+    created if missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        with self._transaction("BEGIN IMMEDIATE") as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute(begin)
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._transaction("BEGIN")
+
+    def stock(self, product_id: str) -> StockLevel:
+        """The product's stock level; zeros if it was never stocked."""
+        with self._read() as db:
+            return _levels(db, [product_id]).get(product_id, StockLevel(product_id))
+
+    def adjust(self, product_id: str, delta: int, reason: str) -> StockLevel:
+        """Add `delta` units on hand and record why.
+
+        Raises:
+            FailedPrecondition: on hand would drop below the units reserved.
+        """
+        with self._write() as db:
+            level = _levels(db, [product_id]).get(product_id, StockLevel(product_id))
+            after = domain.adjusted(level, delta)
+            _save_levels(db, [after])
+            _record_adjustment(db, product_id, delta, reason)
+        return after
+
+    def open_stock(self, product_id: str, on_hand: int, reason: str) -> bool:
+        """Give a product never stocked before `on_hand` units; returns whether it did.
+        Safe when several instances start at once: only one of them stocks it."""
+        with self._write() as db:
+            if product_id in _levels(db, [product_id]):
+                return False
+            _save_levels(db, [StockLevel(product_id, on_hand=on_hand)])
+            _record_adjustment(db, product_id, on_hand, reason)
+        return True
+
+    def reserve(self, order_id: str, items: Sequence[ReservationItem]) -> Reservation:
+        """Hold every item for the order, or none. Repeating a reservation returns the one
+        held (even if released since).
+
+        Raises:
+            FailedPrecondition: some products are short; each is listed.
+            AlreadyExists: the order holds a reservation of other items.
+        """
+        with self._write() as db:
+            existing = _reservation(db, order_id)
+            if existing is not None:
+                return domain.same_items(existing, items)
+            levels = _levels(db, [item.product_id for item in items])
+            _save_levels(db, domain.reserved(levels, items))
+            reservation = Reservation(order_id, tuple(items), ReservationState.ACTIVE)
+            _insert_reservation(db, reservation)
+        return reservation
+
+    def release(self, order_id: str) -> Reservation:
+        """Give the order's units back to available stock; a released reservation is
+        returned unchanged.
+
+        Raises:
+            NotFound: the order holds no reservation.
+        """
+        with self._write() as db:
+            reservation = _reservation(db, order_id)
+            if reservation is None:
+                raise NotFound(domain.RESERVATION, order_id)
+            if reservation.state is ReservationState.RELEASED:
+                return reservation
+            levels = _levels(db, [item.product_id for item in reservation.items])
+            _save_levels(db, domain.released(levels, reservation))
+            db.execute(
+                "UPDATE reservations SET state = ? WHERE order_id = ?",
+                (ReservationState.RELEASED.value, order_id),
+            )
+        return Reservation(order_id, reservation.items, ReservationState.RELEASED)
+
+    def reservation(self, order_id: str) -> Reservation | None:
+        """The reservation held for the order, or None."""
+        with self._read() as db:
+            return _reservation(db, order_id)
+
+
+def _levels(db: sqlite3.Connection, product_ids: Iterable[str]) -> dict[str, StockLevel]:
+    ids = list(product_ids)
+    marks = ", ".join("?" * len(ids))
+    rows = db.execute(
+        f"SELECT product_id, on_hand, reserved FROM stock WHERE product_id IN ({marks})", ids
+    )
+    return {pid: StockLevel(pid, on_hand=on_hand, reserved=held) for pid, on_hand, held in rows}
+
+
+def _record_adjustment(db: sqlite3.Connection, product_id: str, delta: int, reason: str) -> None:
+    db.execute(
+        "INSERT INTO adjustments (product_id, delta, reason, time_ns) VALUES (?, ?, ?, ?)",
+        (product_id, delta, reason, time.time_ns()),
+    )
+
+
+def _save_levels(db: sqlite3.Connection, levels: Iterable[StockLevel]) -> None:
+    db.executemany(
+        "INSERT INTO stock (product_id, on_hand, reserved) VALUES (?, ?, ?)"
+        " ON CONFLICT (product_id) DO UPDATE"
+        " SET on_hand = excluded.on_hand, reserved = excluded.reserved",
+        [(level.product_id, level.on_hand, level.reserved) for level in levels],
+    )
+
+
+def _reservation(db: sqlite3.Connection, order_id: str) -> Reservation | None:
+    row = db.execute("SELECT state FROM reservations WHERE order_id = ?", (order_id,)).fetchone()
+    if row is None:
+        return None
+    items = db.execute(
+        "SELECT product_id, quantity FROM reservation_items WHERE order_id = ? ORDER BY position",
+        (order_id,),
+    )
+    return Reservation(
+        order_id,
+        tuple(ReservationItem(product_id, quantity) for product_id, quantity in items),
+        ReservationState(row[0]),
+    )
+
+
+def _insert_reservation(db: sqlite3.Connection, reservation: Reservation) -> None:
+    db.execute(
+        "INSERT INTO reservations (order_id, state) VALUES (?, ?)",
+        (reservation.order_id, reservation.state.value),
+    )
+    db.executemany(
+        "INSERT INTO reservation_items (order_id, position, product_id, quantity)"
+        " VALUES (?, ?, ?, ?)",
+        [
+            (reservation.order_id, position, item.product_id, item.quantity)
+            for position, item in enumerate(reservation.items)
+        ],
+    )

@@ -1,0 +1,262 @@
+"""Order rules: request validation, pricing with exact money, paging. No I/O, no gRPC.
+
+Money is added and multiplied as whole nanos (Python ints), never as floats, and turned
+back into units and nanos only at the end.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mesh.problems import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
+
+__all__ = [
+    "CURRENCY",
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "ORDER",
+    "Line",
+    "Money",
+    "Order",
+    "OrderItem",
+    "OrderRequest",
+    "OrderStatus",
+    "Page",
+    "encode_page_token",
+    "new_order_id",
+    "parse_page",
+    "price_order",
+    "require_order_id",
+    "validate_order_request",
+]
+
+ORDER = "shop.order.v1.Order"
+"""Resource type named in NOT_FOUND details."""
+
+CURRENCY = "CURRENCY"
+"""PreconditionViolation type for an item priced in another currency than the rest."""
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+MAX_CUSTOMER_ID = 64
+MAX_REQUEST_ID = 64
+NANOS_PER_UNIT = 1_000_000_000
+_MAX_UNITS = 2**63 - 1  # google.type.Money.units is an int64
+_TOKEN_PREFIX = "order:"
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount of one currency, shaped like google.type.Money."""
+
+    currency_code: str
+    units: int
+    nanos: int
+
+    def to_nanos(self) -> int:
+        """The amount as a whole number of nanos (units and nanos share a sign)."""
+        return self.units * NANOS_PER_UNIT + self.nanos
+
+    @classmethod
+    def from_nanos(cls, currency_code: str, amount: int) -> Money:
+        """The amount of `amount` nanos, with units and nanos of the same sign."""
+        units, nanos = divmod(abs(amount), NANOS_PER_UNIT)
+        sign = -1 if amount < 0 else 1
+        return cls(currency_code=currency_code, units=sign * units, nanos=sign * nanos)
+
+
+class OrderStatus(enum.Enum):
+    """Where an order stands."""
+
+    CONFIRMED = 1
+
+
+@dataclass(frozen=True)
+class Line:
+    """A product and quantity as requested, before pricing."""
+
+    product_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """A validated PlaceOrder request."""
+
+    customer_id: str
+    lines: tuple[Line, ...]
+    request_id: str
+
+
+@dataclass(frozen=True)
+class OrderItem:
+    """A quantity of one product at the unit price charged."""
+
+    product_id: str
+    quantity: int
+    unit_price: Money
+
+
+@dataclass(frozen=True)
+class Order:
+    """A placed order. `request_id` is the caller's idempotency key ("" if none)."""
+
+    order_id: str
+    customer_id: str
+    items: tuple[OrderItem, ...]
+    total: Money
+    status: OrderStatus
+    create_time_ns: int
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class Page:
+    """One validated page request: at most `size` orders older than cursor `before`
+    (None: from the newest)."""
+
+    size: int
+    before: int | None
+
+
+def new_order_id() -> str:
+    """A fresh order id: "ord-" and 16 hex digits."""
+    return f"ord-{secrets.token_hex(8)}"
+
+
+def require_order_id(order_id: str) -> str:
+    """The id to look up; only emptiness is an error, an unknown id is simply not found."""
+    if not order_id:
+        raise InvalidArgument([FieldViolation("order_id", "required")])
+    return order_id
+
+
+def validate_order_request(
+    customer_id: str, lines: Sequence[Line], request_id: str
+) -> OrderRequest:
+    """Check a PlaceOrder request.
+
+    Raises:
+        InvalidArgument: listing every bad field (`customer_id`, `items[2].quantity`, ...).
+    """
+    found = []
+    if not customer_id:
+        found.append(FieldViolation("customer_id", "required"))
+    elif len(customer_id) > MAX_CUSTOMER_ID:
+        found.append(FieldViolation("customer_id", f"must be at most {MAX_CUSTOMER_ID} characters"))
+    if not lines:
+        found.append(FieldViolation("items", "at least one item is required"))
+    first_index: dict[str, int] = {}
+    for index, line in enumerate(lines):
+        field = f"items[{index}]"
+        if not line.product_id:
+            found.append(FieldViolation(f"{field}.product_id", "required"))
+        elif line.product_id in first_index:
+            found.append(
+                FieldViolation(
+                    f"{field}.product_id", f"duplicates items[{first_index[line.product_id]}]"
+                )
+            )
+        else:
+            first_index[line.product_id] = index
+        if line.quantity < 1:
+            found.append(FieldViolation(f"{field}.quantity", "must be at least 1"))
+    if len(request_id) > MAX_REQUEST_ID:
+        found.append(FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters"))
+    if found:
+        raise InvalidArgument(found)
+    return OrderRequest(customer_id=customer_id, lines=tuple(lines), request_id=request_id)
+
+
+def price_order(
+    request: OrderRequest,
+    unit_prices: Sequence[Money | None],
+    *,
+    order_id: str,
+    create_time_ns: int,
+) -> Order:
+    """The confirmed order for `request`, given each line's unit price (None: the
+    catalogue has no such product).
+
+    Raises:
+        InvalidArgument: unknown products (on `items[i].product_id`), or a total too
+            large for google.type.Money (on `items`).
+        FailedPrecondition: the products are priced in more than one currency; each
+            item not in the first item's currency is listed (type CURRENCY).
+    """
+    unknown = [
+        FieldViolation(f"items[{index}].product_id", "no such product")
+        for index, price in enumerate(unit_prices)
+        if price is None
+    ]
+    if unknown:
+        raise InvalidArgument(unknown)
+    prices = [price for price in unit_prices if price is not None]
+    currency = prices[0].currency_code
+    mixed = [
+        PreconditionViolation(
+            CURRENCY, line.product_id, f"priced in {price.currency_code}, not {currency}"
+        )
+        for line, price in zip(request.lines, prices, strict=True)
+        if price.currency_code != currency
+    ]
+    if mixed:
+        raise FailedPrecondition("the items are priced in more than one currency", mixed)
+    total = sum(
+        line.quantity * price.to_nanos() for line, price in zip(request.lines, prices, strict=True)
+    )
+    if total // NANOS_PER_UNIT > _MAX_UNITS:
+        raise InvalidArgument([FieldViolation("items", "the order total is too large")])
+    return Order(
+        order_id=order_id,
+        customer_id=request.customer_id,
+        items=tuple(
+            OrderItem(line.product_id, line.quantity, price)
+            for line, price in zip(request.lines, prices, strict=True)
+        ),
+        total=Money.from_nanos(currency, total),
+        status=OrderStatus.CONFIRMED,
+        create_time_ns=create_time_ns,
+        request_id=request.request_id,
+    )
+
+
+def parse_page(page_size: int, page_token: str) -> Page:
+    """Validate ListOrders paging: 0 means the default size, larger sizes are capped.
+
+    Raises:
+        InvalidArgument: a negative size or a token this service did not issue.
+    """
+    found = []
+    if page_size < 0:
+        found.append(FieldViolation("page_size", "must not be negative"))
+    before = None
+    if page_token:
+        before = _decode_token(page_token)
+        if before is None:
+            found.append(FieldViolation("page_token", "not a token from a previous response"))
+    if found:
+        raise InvalidArgument(found)
+    size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
+    return Page(size=size, before=before)
+
+
+def encode_page_token(cursor: int) -> str:
+    """The opaque token that resumes listing with orders older than `cursor`."""
+    return base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{cursor}".encode()).decode()
+
+
+def _decode_token(token: str) -> int | None:
+    try:
+        text = base64.b64decode(token, altchars=b"-_", validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    digits = text.removeprefix(_TOKEN_PREFIX)
+    if not text.startswith(_TOKEN_PREFIX) or not digits.isascii() or not digits.isdigit():
+        return None
+    return int(digits)

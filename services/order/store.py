@@ -1,0 +1,211 @@
+"""Orders in SQLite, `<data_dir>/order.db`.
+
+WAL mode with a busy timeout, and each write one short `BEGIN IMMEDIATE` transaction,
+so several instances may share the file. A unique index on (customer_id, request_id)
+makes the caller's idempotency key hold even for concurrent duplicates: only one
+insert can win, and `add` hands the loser the winner's order.
+
+The methods block: call them through `asyncio.to_thread`. One connection per store is
+shared by those threads under a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from services.order.domain import Money, Order, OrderItem, OrderStatus
+
+__all__ = ["BUSY_TIMEOUT", "OrderStore"]
+
+BUSY_TIMEOUT = 5.0
+"""Seconds a statement waits for another process's write lock before failing."""
+
+_SCHEMA = (
+    # `seq` orders the orders: a later insert gets a larger one, so newest first is seq DESC.
+    """
+    CREATE TABLE IF NOT EXISTS orders (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        order_id       TEXT NOT NULL UNIQUE,
+        customer_id    TEXT NOT NULL,
+        request_id     TEXT NOT NULL,
+        status         INTEGER NOT NULL,
+        currency_code  TEXT NOT NULL,
+        total_units    INTEGER NOT NULL,
+        total_nanos    INTEGER NOT NULL,
+        create_time_ns INTEGER NOT NULL
+    )
+    """,
+    """
+    CREATE UNIQUE INDEX IF NOT EXISTS orders_by_request
+        ON orders (customer_id, request_id) WHERE request_id <> ''
+    """,
+    "CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer_id, seq)",
+    """
+    CREATE TABLE IF NOT EXISTS order_items (
+        order_id      TEXT NOT NULL REFERENCES orders (order_id),
+        position      INTEGER NOT NULL,
+        product_id    TEXT NOT NULL,
+        quantity      INTEGER NOT NULL,
+        currency_code TEXT NOT NULL,
+        units         INTEGER NOT NULL,
+        nanos         INTEGER NOT NULL,
+        PRIMARY KEY (order_id, position)
+    )
+    """,
+)
+
+_ORDER_COLUMNS = (
+    "seq, order_id, customer_id, request_id, status, currency_code, total_units, total_nanos,"
+    " create_time_ns"
+)
+
+
+class OrderStore:
+    """Orders by id, by request id and newest first. Open with `OrderStore(path)`; the
+    schema is created if missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA foreign_keys = ON")
+        with self._write() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute(begin)
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self._transaction("BEGIN")
+
+    def add(self, order: Order) -> Order:
+        """Store a new order and return it; if its customer already placed an order with
+        the same non-empty request_id, store nothing and return that order instead."""
+        with self._write() as db:
+            if order.request_id:
+                earlier = _find(
+                    db,
+                    "customer_id = ? AND request_id = ?",
+                    (order.customer_id, order.request_id),
+                )
+                if earlier is not None:
+                    return earlier
+            total = order.total
+            db.execute(
+                "INSERT INTO orders (order_id, customer_id, request_id, status, currency_code,"
+                " total_units, total_nanos, create_time_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    order.order_id,
+                    order.customer_id,
+                    order.request_id,
+                    order.status.value,
+                    total.currency_code,
+                    total.units,
+                    total.nanos,
+                    order.create_time_ns,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO order_items (order_id, position, product_id, quantity,"
+                " currency_code, units, nanos) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        order.order_id,
+                        position,
+                        item.product_id,
+                        item.quantity,
+                        item.unit_price.currency_code,
+                        item.unit_price.units,
+                        item.unit_price.nanos,
+                    )
+                    for position, item in enumerate(order.items)
+                ],
+            )
+        return order
+
+    def get(self, order_id: str) -> Order | None:
+        """The order with this id, or None."""
+        with self._read() as db:
+            return _find(db, "order_id = ?", (order_id,))
+
+    def by_request(self, customer_id: str, request_id: str) -> Order | None:
+        """The order the customer placed with this request_id, or None (always None for
+        an empty request_id: orders placed without one are never repeats)."""
+        if not request_id:
+            return None
+        with self._read() as db:
+            return _find(db, "customer_id = ? AND request_id = ?", (customer_id, request_id))
+
+    def page(
+        self, *, customer_id: str, before: int | None, limit: int
+    ) -> tuple[list[Order], int | None]:
+        """Up to `limit` orders, newest first, of `customer_id` if not empty, older than
+        cursor `before` if given; and the cursor to continue from if there are more."""
+        where: list[str] = ["seq < ?"]
+        args: list[object] = [2**63 - 1 if before is None else before]
+        if customer_id:
+            where.append("customer_id = ?")
+            args.append(customer_id)
+        with self._read() as db:
+            rows = db.execute(
+                f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}"
+                " ORDER BY seq DESC LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+            orders = [_order(db, row) for row in rows[:limit]]
+        more = len(rows) > limit and bool(orders)
+        return orders, (rows[limit - 1][0] if more else None)
+
+
+_Row = tuple[int, str, str, str, int, str, int, int, int]
+
+
+def _find(db: sqlite3.Connection, where: str, args: Sequence[object]) -> Order | None:
+    row = db.execute(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {where}", args).fetchone()
+    return None if row is None else _order(db, row)
+
+
+def _order(db: sqlite3.Connection, row: _Row) -> Order:
+    _, order_id, customer_id, request_id, status, currency, units, nanos, created = row
+    items = db.execute(
+        "SELECT product_id, quantity, currency_code, units, nanos FROM order_items"
+        " WHERE order_id = ? ORDER BY position",
+        (order_id,),
+    )
+    return Order(
+        order_id=order_id,
+        customer_id=customer_id,
+        items=tuple(
+            OrderItem(product_id, quantity, Money(item_currency, item_units, item_nanos))
+            for product_id, quantity, item_currency, item_units, item_nanos in items
+        ),
+        total=Money(currency, units, nanos),
+        status=OrderStatus(status),
+        create_time_ns=created,
+        request_id=request_id,
+    )

@@ -1,0 +1,50 @@
+"""Entrypoint: `python -m services.product --config mesh.yaml`."""
+
+from __future__ import annotations
+
+import contextlib
+
+from shop.product.v1 import product_pb2, product_pb2_grpc
+
+from mesh.config import DemoProduct
+from mesh.problems import AlreadyExists
+from mesh.server import Runtime, run_service
+from services.product.domain import Money, new_product
+from services.product.servicer import ProductServicer
+from services.product.store import ProductStore
+
+__all__ = ["main", "seed_demo", "setup"]
+
+
+async def setup(rt: Runtime) -> None:
+    """Open the catalogue database and serve ProductService on it."""
+    store = ProductStore(rt.data_dir / "product.db")
+    rt.on_close(store.close)
+    seed_demo(store, rt.settings.config.demo_products)
+    rt.add_service(
+        product_pb2.DESCRIPTOR.services_by_name["ProductService"],
+        ProductServicer(store),
+        product_pb2_grpc.add_ProductServiceServicer_to_server,
+    )
+
+
+def seed_demo(store: ProductStore, products: tuple[DemoProduct, ...]) -> None:
+    """Create the demo products of mesh.yaml that the catalogue lacks."""
+    for demo in products:
+        if store.get(demo.product_id) is not None:
+            continue
+        currency, units, nanos = demo.price_parts
+        price = Money(currency_code=currency, units=units, nanos=nanos)
+        product = new_product(
+            product_id=demo.product_id, name=demo.name, description="", price=price
+        )
+        with contextlib.suppress(AlreadyExists):  # another instance seeded it first
+            store.add(product)
+
+
+def main() -> int:
+    return run_service("product", setup)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""ProductService over gRPC: decode the request, apply the catalogue rules, encode.
+
+Failures are raised as mesh.problems exceptions; the mesh server interceptor turns
+them into statuses with details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from google.type import money_pb2
+from shop.product.v1 import product_pb2, product_pb2_grpc
+
+from mesh.problems import NotFound
+from services.product import domain
+from services.product.store import ProductStore
+
+__all__ = ["ProductServicer", "decode_money", "encode_product"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class ProductServicer(product_pb2_grpc.ProductServiceServicer):
+    """The catalogue, backed by a ProductStore."""
+
+    def __init__(self, store: ProductStore) -> None:
+        self._store = store
+
+    async def GetProduct(
+        self, request: product_pb2.GetProductRequest, context: Context
+    ) -> product_pb2.GetProductResponse:
+        product_id = domain.require_product_id(request.product_id)
+        product = await asyncio.to_thread(self._store.get, product_id)
+        if product is None:
+            raise NotFound(domain.PRODUCT, product_id)
+        return product_pb2.GetProductResponse(product=encode_product(product))
+
+    async def ListProducts(
+        self, request: product_pb2.ListProductsRequest, context: Context
+    ) -> product_pb2.ListProductsResponse:
+        page = domain.parse_page(request.page_size, request.page_token)
+        products, last = await asyncio.to_thread(
+            self._store.page, after=page.after, limit=page.size
+        )
+        return product_pb2.ListProductsResponse(
+            products=[encode_product(p) for p in products],
+            next_page_token=domain.encode_page_token(last) if last else "",
+        )
+
+    async def CreateProduct(
+        self, request: product_pb2.CreateProductRequest, context: Context
+    ) -> product_pb2.CreateProductResponse:
+        given = request.product
+        product = domain.new_product(
+            product_id=given.product_id,
+            name=given.name,
+            description=given.description,
+            price=decode_money(given.price) if given.HasField("price") else None,
+        )
+        await asyncio.to_thread(self._store.add, product)
+        return product_pb2.CreateProductResponse(product=encode_product(product))
+
+
+def decode_money(money: money_pb2.Money) -> domain.Money:
+    return domain.Money(currency_code=money.currency_code, units=money.units, nanos=money.nanos)
+
+
+def encode_product(product: domain.Product) -> product_pb2.Product:
+    price = product.price
+    return product_pb2.Product(
+        product_id=product.product_id,
+        name=product.name,
+        description=product.description,
+        price=money_pb2.Money(
+            currency_code=price.currency_code, units=price.units, nanos=price.nanos
+        ),
+    )

@@ -1,0 +1,123 @@
+"""The catalogue's SQLite database, `<data_dir>/product.db`.
+
+Every instance of the service opens the same file, so the database runs in WAL mode
+with a busy timeout, and each write is one short `BEGIN IMMEDIATE` transaction. The
+methods block: call them through `asyncio.to_thread`. One connection per store is
+shared by those threads under a lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from mesh.problems import AlreadyExists
+from services.product.domain import PRODUCT, Money, Product
+
+__all__ = ["BUSY_TIMEOUT", "ProductStore"]
+
+BUSY_TIMEOUT = 5.0
+"""Seconds a statement waits for another process's write lock before failing."""
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS products (
+        product_id    TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        description   TEXT NOT NULL,
+        currency_code TEXT NOT NULL,
+        units         INTEGER NOT NULL,
+        nanos         INTEGER NOT NULL
+    )
+    """,
+)
+
+_COLUMNS = "product_id, name, description, currency_code, units, nanos"
+
+
+class ProductStore:
+    """Products by id. Open with `ProductStore(path)`; the schema is created if missing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        with self._write() as db:
+            for statement in _SCHEMA:
+                db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def add(self, product: Product) -> None:
+        """Store a new product.
+
+        Raises:
+            AlreadyExists: a product with this id is stored already.
+        """
+        price = product.price
+        try:
+            with self._write() as db:
+                db.execute(
+                    f"INSERT INTO products ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        product.product_id,
+                        product.name,
+                        product.description,
+                        price.currency_code,
+                        price.units,
+                        price.nanos,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise AlreadyExists(PRODUCT, product.product_id) from None
+
+    def get(self, product_id: str) -> Product | None:
+        """The product with this id, or None."""
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM products WHERE product_id = ?", (product_id,)
+            ).fetchone()
+        return None if row is None else _product(row)
+
+    def page(self, *, after: str | None, limit: int) -> tuple[list[Product], str | None]:
+        """Up to `limit` products in id order, after the id `after` if given, and the id
+        to continue after if there are more (else None)."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM products WHERE product_id > ? ORDER BY product_id LIMIT ?",
+                (after or "", limit + 1),
+            ).fetchall()
+        products = [_product(row) for row in rows[:limit]]
+        more = len(rows) > limit and bool(products)
+        return products, (products[-1].product_id if more else None)
+
+
+def _product(row: tuple[str, str, str, str, int, int]) -> Product:
+    product_id, name, description, currency_code, units, nanos = row
+    return Product(
+        product_id=product_id,
+        name=name,
+        description=description,
+        price=Money(currency_code=currency_code, units=units, nanos=nanos),
+    )

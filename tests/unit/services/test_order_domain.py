@@ -1,0 +1,126 @@
+"""services.order.domain: request checks, exact pricing, paging."""
+
+from __future__ import annotations
+
+import pytest
+
+from mesh.problems import FailedPrecondition, InvalidArgument
+from services.order import domain
+from services.order.domain import Line, Money, OrderItem, OrderStatus
+
+
+def fields_of(error: pytest.ExceptionInfo[InvalidArgument]) -> set[str]:
+    return {v.field for v in error.value.violations}
+
+
+def request(*lines: tuple[str, int]) -> domain.OrderRequest:
+    return domain.validate_order_request("cust-1", [Line(p, q) for p, q in lines], "")
+
+
+def test_valid_request_is_kept() -> None:
+    checked = domain.validate_order_request("c" * 64, [Line("a", 1)], "r" * 64)
+    assert checked == domain.OrderRequest("c" * 64, (Line("a", 1),), "r" * 64)
+
+
+def test_every_bad_field_is_reported_at_once() -> None:
+    lines = [Line("a", 0), Line("", 1), Line("a", 2), Line("b", -3)]
+    with pytest.raises(InvalidArgument) as error:
+        domain.validate_order_request("c" * 65, lines, "r" * 65)
+    assert fields_of(error) == {
+        "customer_id",
+        "items[0].quantity",
+        "items[1].product_id",
+        "items[2].product_id",
+        "items[3].quantity",
+        "request_id",
+    }
+
+
+def test_customer_and_items_are_required() -> None:
+    with pytest.raises(InvalidArgument) as error:
+        domain.validate_order_request("", [], "")
+    assert fields_of(error) == {"customer_id", "items"}
+
+
+@pytest.mark.parametrize(
+    ("amount", "money"),
+    [
+        (0, Money("EUR", 0, 0)),
+        (1, Money("EUR", 0, 1)),
+        (20_290_000_000, Money("EUR", 20, 290_000_000)),
+        (-1_500_000_000, Money("EUR", -1, -500_000_000)),
+        (-1, Money("EUR", 0, -1)),
+    ],
+)
+def test_money_round_trips_through_nanos(amount: int, money: Money) -> None:
+    assert Money.from_nanos("EUR", amount) == money
+    assert money.to_nanos() == amount
+
+
+def test_total_is_exact() -> None:
+    dime, latte = Money("EUR", 0, 100_000_000), Money("EUR", 19, 990_000_000)
+    order = domain.price_order(
+        request(("dime", 3), ("latte", 1)), [dime, latte], order_id="ord-1", create_time_ns=7
+    )
+    assert order.total == Money("EUR", 20, 290_000_000)
+    assert order.items == (OrderItem("dime", 3, dime), OrderItem("latte", 1, latte))
+    assert (order.order_id, order.customer_id, order.status, order.create_time_ns) == (
+        "ord-1",
+        "cust-1",
+        OrderStatus.CONFIRMED,
+        7,
+    )
+
+
+def test_unknown_products_are_field_violations() -> None:
+    one = Money("EUR", 1, 0)
+    with pytest.raises(InvalidArgument) as error:
+        domain.price_order(
+            request(("a", 1), ("b", 1), ("c", 1)), [one, None, None], order_id="o", create_time_ns=0
+        )
+    assert fields_of(error) == {"items[1].product_id", "items[2].product_id"}
+
+
+def test_mixed_currencies_are_a_failed_precondition() -> None:
+    with pytest.raises(FailedPrecondition) as error:
+        domain.price_order(
+            request(("a", 1), ("b", 1), ("c", 1)),
+            [Money("EUR", 1, 0), Money("USD", 1, 0), Money("EUR", 2, 0)],
+            order_id="o",
+            create_time_ns=0,
+        )
+    assert [(v.type, v.subject) for v in error.value.violations] == [("CURRENCY", "b")]
+
+
+def test_a_total_beyond_int64_units_is_invalid() -> None:
+    with pytest.raises(InvalidArgument) as error:
+        domain.price_order(
+            request(("a", 2**62), ("b", 2**62)),
+            [Money("EUR", 1, 0), Money("EUR", 1, 0)],
+            order_id="o",
+            create_time_ns=0,
+        )
+    assert fields_of(error) == {"items"}
+
+
+def test_new_order_ids_fit_the_inventory_pattern() -> None:
+    order_id = domain.new_order_id()
+    assert order_id.startswith("ord-")
+    assert len(order_id) == 20
+    assert int(order_id[4:], 16) >= 0
+
+
+@pytest.mark.parametrize(("requested", "size"), [(0, 50), (7, 7), (1000, 200)])
+def test_page_size(requested: int, size: int) -> None:
+    assert domain.parse_page(requested, "").size == size
+
+
+def test_page_token_round_trips() -> None:
+    assert domain.parse_page(0, domain.encode_page_token(42)).before == 42
+
+
+@pytest.mark.parametrize("token", ["zzz", "b3JkZXI6", "b3JkZXI6LTE=", "cHJvZHVjdDphYmM="])
+def test_bad_tokens_and_sizes_are_invalid(token: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        domain.parse_page(-5, token)
+    assert fields_of(error) == {"page_size", "page_token"}

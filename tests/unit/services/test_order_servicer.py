@@ -1,0 +1,251 @@
+"""OrderServicer with fake downstream clients and a tmp_path store."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.type import money_pb2
+from shop.order.v1 import order_pb2 as pb
+
+from mesh.problems import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation
+from services.order.clients import Catalog, Inventory
+from services.order.domain import ORDER, Line, Money, Order
+from services.order.servicer import OrderServicer
+from services.order.store import OrderStore
+
+PRICES = {
+    "dime": Money("EUR", 0, 100_000_000),
+    "latte": Money("EUR", 19, 990_000_000),
+    "bagel": Money("EUR", 2, 0),
+}
+SHORT = [PreconditionViolation("STOCK", "latte", "requested 9, available 2")]
+
+
+class FakeCatalog:
+    """Prices from a dict; counts calls and how many were in flight at once."""
+
+    def __init__(self, prices: dict[str, Money]) -> None:
+        self.prices = prices
+        self.calls: list[str] = []
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.hold_until = 0  # if set, no call answers before this many calls arrived
+        self._all_arrived = asyncio.Event()
+
+    async def unit_price(self, product_id: str) -> Money | None:
+        self.calls.append(product_id)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0)
+        if self.hold_until:
+            if len(self.calls) >= self.hold_until:
+                self._all_arrived.set()
+            await self._all_arrived.wait()
+        self.in_flight -= 1
+        return self.prices.get(product_id)
+
+
+class FakeInventory:
+    """Records reservations and releases; raises `refuse` from reserve if set."""
+
+    def __init__(self) -> None:
+        self.reserved: list[tuple[str, list[Line]]] = []
+        self.released: list[str] = []
+        self.refuse: Exception | None = None
+
+    async def reserve(self, order_id: str, lines: Sequence[Line]) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.reserved.append((order_id, list(lines)))
+
+    async def release(self, order_id: str) -> None:
+        self.released.append(order_id)
+
+
+class BrokenStore(OrderStore):
+    def add(self, order: Order) -> Order:
+        raise sqlite3.OperationalError("disk I/O error")
+
+
+# mypy checks that the fakes fit the protocols the servicer depends on.
+_catalog: Catalog = FakeCatalog({})
+_inventory: Inventory = FakeInventory()
+
+
+@pytest.fixture
+def catalog() -> FakeCatalog:
+    return FakeCatalog(PRICES)
+
+
+@pytest.fixture
+def inventory() -> FakeInventory:
+    return FakeInventory()
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[OrderStore]:
+    store = OrderStore(tmp_path / "order.db")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def servicer(store: OrderStore, catalog: FakeCatalog, inventory: FakeInventory) -> OrderServicer:
+    ids = (f"ord-{n:016x}" for n in itertools.count(1))
+    return OrderServicer(
+        store,
+        catalog,
+        inventory,
+        clock=lambda: 1_700_000_000_500_000_000,
+        new_order_id=ids.__next__,
+    )
+
+
+def place_request(
+    *lines: tuple[str, int], request_id: str = "", customer: str = "cust-1"
+) -> pb.PlaceOrderRequest:
+    return pb.PlaceOrderRequest(
+        customer_id=customer,
+        items=[pb.OrderItem(product_id=p, quantity=q) for p, q in lines],
+        request_id=request_id,
+    )
+
+
+async def test_order_is_priced_reserved_and_stored(
+    servicer: OrderServicer, inventory: FakeInventory, context: Any
+) -> None:
+    placed = (await servicer.PlaceOrder(place_request(("dime", 3), ("latte", 1)), context)).order
+    assert placed.order_id == "ord-0000000000000001"
+    assert placed.status == pb.ORDER_STATUS_CONFIRMED
+    assert placed.total == money_pb2.Money(currency_code="EUR", units=20, nanos=290_000_000)
+    assert [
+        (i.product_id, i.quantity, i.unit_price.units, i.unit_price.nanos) for i in placed.items
+    ] == [
+        ("dime", 3, 0, 100_000_000),
+        ("latte", 1, 19, 990_000_000),
+    ]
+    assert placed.create_time.seconds == 1_700_000_000
+    assert placed.create_time.nanos == 500_000_000
+    assert inventory.reserved == [(placed.order_id, [Line("dime", 3), Line("latte", 1)])]
+    got = await servicer.GetOrder(pb.GetOrderRequest(order_id=placed.order_id), context)
+    assert got.order == placed
+
+
+async def test_prices_are_fetched_concurrently(
+    servicer: OrderServicer, catalog: FakeCatalog, context: Any
+) -> None:
+    await servicer.PlaceOrder(place_request(("dime", 1), ("latte", 1), ("bagel", 1)), context)
+    assert sorted(catalog.calls) == ["bagel", "dime", "latte"]
+    assert catalog.most_in_flight == 3
+
+
+async def test_unknown_product_is_a_field_violation(
+    servicer: OrderServicer, inventory: FakeInventory, context: Any
+) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        await servicer.PlaceOrder(place_request(("dime", 1), ("ghost", 1)), context)
+    assert [v.field for v in error.value.violations] == ["items[1].product_id"]
+    assert inventory.reserved == []
+
+
+async def test_invalid_request_calls_nobody(
+    servicer: OrderServicer, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        await servicer.PlaceOrder(place_request(("dime", 0), ("dime", 1), customer=""), context)
+    assert {v.field for v in error.value.violations} == {
+        "customer_id",
+        "items[0].quantity",
+        "items[1].product_id",
+    }
+    assert catalog.calls == []
+    assert inventory.reserved == []
+
+
+async def test_shortage_carries_the_inventory_violations(
+    servicer: OrderServicer, inventory: FakeInventory, context: Any
+) -> None:
+    inventory.refuse = FailedPrecondition("not enough stock", SHORT)
+    with pytest.raises(FailedPrecondition) as error:
+        await servicer.PlaceOrder(place_request(("latte", 9)), context)
+    assert list(error.value.violations) == SHORT
+    listed = await servicer.ListOrders(pb.ListOrdersRequest(), context)
+    assert list(listed.orders) == []
+    assert inventory.released == []
+
+
+async def test_store_failure_releases_the_stock(
+    tmp_path: Path, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    store = BrokenStore(tmp_path / "broken.db")
+    servicer = OrderServicer(store, catalog, inventory)
+    try:
+        with pytest.raises(sqlite3.OperationalError):
+            await servicer.PlaceOrder(place_request(("dime", 1)), context)
+    finally:
+        store.close()
+    [(order_id, _)] = inventory.reserved
+    assert inventory.released == [order_id]
+
+
+async def test_repeated_request_id_returns_the_first_order_without_calls(
+    servicer: OrderServicer, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    first = await servicer.PlaceOrder(place_request(("dime", 1), request_id="r-1"), context)
+    calls = (list(catalog.calls), list(inventory.reserved))
+    again = await servicer.PlaceOrder(place_request(("bagel", 5), request_id="r-1"), context)
+    assert again.order == first.order
+    assert (catalog.calls, inventory.reserved) == calls
+
+
+async def test_concurrent_duplicates_place_one_order(
+    servicer: OrderServicer, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    catalog.hold_until = 2  # both calls are past the request_id check before either goes on
+    request = place_request(("dime", 1), request_id="r-2")
+    both = asyncio.gather(
+        servicer.PlaceOrder(request, context), servicer.PlaceOrder(request, context)
+    )
+    first, second = await both
+    assert first.order == second.order
+    assert len(inventory.reserved) == 2
+    loser = {order_id for order_id, _ in inventory.reserved} - {first.order.order_id}
+    assert inventory.released == list(loser)
+    listed = await servicer.ListOrders(pb.ListOrdersRequest(), context)
+    assert [o.order_id for o in listed.orders] == [first.order.order_id]
+
+
+async def test_unknown_order_is_not_found(servicer: OrderServicer, context: Any) -> None:
+    with pytest.raises(NotFound) as error:
+        await servicer.GetOrder(pb.GetOrderRequest(order_id="ord-none"), context)
+    assert (error.value.resource_type, error.value.name) == (ORDER, "ord-none")
+
+
+async def test_list_pages_newest_first_per_customer(servicer: OrderServicer, context: Any) -> None:
+    placed = []
+    for index in range(5):
+        customer = "alice" if index % 2 == 0 else "bob"
+        response = await servicer.PlaceOrder(place_request(("dime", 1), customer=customer), context)
+        placed.append(response.order.order_id)
+    seen, token = [], ""
+    while True:
+        page = await servicer.ListOrders(
+            pb.ListOrdersRequest(customer_id="alice", page_size=2, page_token=token), context
+        )
+        seen += [o.order_id for o in page.orders]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [placed[4], placed[2], placed[0]]
+
+
+async def test_list_rejects_a_garbage_token(servicer: OrderServicer, context: Any) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        await servicer.ListOrders(pb.ListOrdersRequest(page_token="???"), context)
+    assert [v.field for v in error.value.violations] == ["page_token"]

@@ -1,0 +1,84 @@
+"""services.order.store on a real SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.order.domain import Money, Order, OrderItem, OrderStatus
+from services.order.store import OrderStore
+
+EUR = Money("EUR", 2, 500_000_000)
+
+
+def order(order_id: str, customer_id: str = "cust-1", request_id: str = "") -> Order:
+    return Order(
+        order_id=order_id,
+        customer_id=customer_id,
+        items=(OrderItem("a", 2, EUR), OrderItem("b", 1, Money("EUR", 0, 10))),
+        total=Money("EUR", 5, 10),
+        status=OrderStatus.CONFIRMED,
+        create_time_ns=1_700_000_000_123_456_789,
+        request_id=request_id,
+    )
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "order.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[OrderStore]:
+    store = OrderStore(path)
+    yield store
+    store.close()
+
+
+def test_added_order_reads_back(store: OrderStore) -> None:
+    assert store.add(order("ord-1")) == order("ord-1")
+    assert store.get("ord-1") == order("ord-1")
+    assert store.get("ord-2") is None
+
+
+def test_a_repeated_request_returns_the_first_order(store: OrderStore) -> None:
+    first = store.add(order("ord-1", request_id="r1"))
+    assert store.add(order("ord-2", request_id="r1")) == first
+    assert store.get("ord-2") is None
+    assert store.by_request("cust-1", "r1") == first
+
+
+def test_request_ids_are_per_customer(store: OrderStore) -> None:
+    store.add(order("ord-1", customer_id="c1", request_id="r1"))
+    assert store.add(order("ord-2", customer_id="c2", request_id="r1")).order_id == "ord-2"
+    assert store.by_request("c2", "r1") == order("ord-2", customer_id="c2", request_id="r1")
+
+
+def test_orders_without_request_id_never_collide(store: OrderStore) -> None:
+    store.add(order("ord-1"))
+    assert store.add(order("ord-2")).order_id == "ord-2"
+    assert store.by_request("cust-1", "") is None
+
+
+def test_pages_newest_first_with_customer_filter(store: OrderStore) -> None:
+    for index in range(5):
+        store.add(order(f"ord-{index}", customer_id="c1" if index % 2 == 0 else "c2"))
+    first, cursor = store.page(customer_id="", before=None, limit=2)
+    assert [o.order_id for o in first] == ["ord-4", "ord-3"]
+    rest, end = store.page(customer_id="", before=cursor, limit=10)
+    assert [o.order_id for o in rest] == ["ord-2", "ord-1", "ord-0"]
+    assert end is None
+    mine, _ = store.page(customer_id="c1", before=None, limit=10)
+    assert [o.order_id for o in mine] == ["ord-4", "ord-2", "ord-0"]
+
+
+def test_two_stores_on_one_file_share_writes(path: Path, store: OrderStore) -> None:
+    other = OrderStore(path)
+    try:
+        other.add(order("ord-1", request_id="r1"))
+        assert store.get("ord-1") == order("ord-1", request_id="r1")
+        assert store.add(order("ord-2", request_id="r1")).order_id == "ord-1"
+    finally:
+        other.close()
