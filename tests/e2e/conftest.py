@@ -1,0 +1,93 @@
+"""meshctl, run as users run it, in a folder of its own with the repo's mesh.yaml
+on free ports."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mesh.supervisor import read_state
+from tests.harness.mesh import REPO
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Workspace:
+    """A folder with a mesh.yaml, where meshctl commands run."""
+
+    root: Path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+
+    def meshctl(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "meshctl"), *args], cwd=self.root, env=self.env(),
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def pids(self) -> list[int]:
+        """Every process the running mesh recorded: supervisor, etcd, instances."""
+        state = read_state(self.root / ".mesh")
+        if state is None:
+            return []
+        return [state.supervisor_pid, *([state.etcd_pid] if state.etcd_pid else []),
+                *(i.pid for i in state.instances)]  # fmt: skip
+
+    def kill_leftovers(self) -> None:
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def make_workspace(root: Path, **service_overrides: dict[str, object]) -> Workspace:
+    """root/mesh.yaml: the repo's, with every port free and the state kept in root."""
+    document = yaml.safe_load((REPO / "mesh.yaml").read_text())
+    document["etcd"].update(client_port=0, prefix="/e2e", lease_ttl=2)
+    document["server"] = {"drain_delay": 0.3, "grace_period": 5.0}
+    for name, spec in document["services"].items():
+        spec.update(port=0, metrics_port=0, **service_overrides.get(name, {}))
+    for name, spec in service_overrides.items():
+        document["services"].setdefault(name, spec)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "mesh.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return Workspace(root)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes; it only waits for its parent to reap it.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False
+
+
+@pytest.fixture(scope="module")
+def running(
+    tmp_path_factory: pytest.TempPathFactory, binaries: dict[str, str]
+) -> Iterator[Workspace]:
+    """A mesh started with `meshctl up --detach`, stopped (or killed) afterwards."""
+    workspace = make_workspace(tmp_path_factory.mktemp("workspace"))
+    started = workspace.meshctl("up", "--detach")
+    assert started.returncode == 0, started.stdout + started.stderr
+    try:
+        yield workspace
+    finally:
+        pids = workspace.pids()
+        workspace.meshctl("down")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

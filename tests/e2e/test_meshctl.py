@@ -1,0 +1,153 @@
+"""meshctl up / status / address / down, as a user or a script drives them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BIN, Workspace, alive, make_workspace
+
+EXPECTED = {
+    ("product", "product-1"),
+    ("inventory", "inventory-1"),
+    ("inventory", "inventory-2"),
+    ("order", "order-1"),
+}
+
+
+def test_status_json_lists_every_instance_serving(running: Workspace) -> None:
+    result = running.meshctl("status", "--json")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert {(row["service"], row["id"]) for row in rows} == EXPECTED
+    for row in rows:
+        assert row["health"] == "SERVING"
+        assert row["version"] == "v1"
+        host, _, port = row["address"].rpartition(":")
+        assert host == "127.0.0.1"
+        assert int(port) > 0
+        assert row["metrics"].startswith("http://127.0.0.1:")
+        assert alive(row["pid"])
+
+
+def test_status_table_shows_every_instance(running: Workspace) -> None:
+    result = running.meshctl("status")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID"]
+    assert {tuple(line.split()[:2]) for line in lines[1:]} == EXPECTED
+    assert all(line.split()[4] == "SERVING" for line in lines[1:])
+
+
+def test_address_prints_a_serving_instance(running: Workspace) -> None:
+    rows = json.loads(running.meshctl("status", "--json").stdout)
+    inventory = {row["address"] for row in rows if row["service"] == "inventory"}
+    result = running.meshctl("address", "inventory")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() in inventory
+    missing = running.meshctl("address", "nothing")
+    assert missing.returncode == 1
+    assert "nothing" in missing.stderr
+
+
+def test_a_second_up_is_refused_while_one_runs(running: Workspace) -> None:
+    result = running.meshctl("up", "--detach")
+    assert result.returncode == 1
+    assert "already running" in result.stderr
+
+
+def test_down_stops_every_process_and_is_idempotent(
+    tmp_path: Path, binaries: dict[str, str]
+) -> None:
+    workspace = make_workspace(tmp_path)
+    try:
+        assert workspace.meshctl("up", "--detach").returncode == 0
+        pids = workspace.pids()
+        assert len(pids) == 6  # supervisor, etcd, four instances
+
+        result = workspace.meshctl("down")
+        assert result.returncode == 0, result.stderr
+        assert not [pid for pid in pids if alive(pid)]
+        assert not (tmp_path / ".mesh" / "state.json").exists()
+
+        again = workspace.meshctl("down")
+        assert again.returncode == 0
+        assert "No mesh is running" in again.stdout
+        status = workspace.meshctl("status")
+        assert status.returncode == 1
+        assert "no mesh is running" in status.stderr
+    finally:
+        workspace.kill_leftovers()
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, binaries: dict[str, str]) -> None:
+    workspace = make_workspace(tmp_path)
+    process = subprocess.Popen(
+        [str(BIN / "meshctl"), "up"],
+        cwd=tmp_path, env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    output: list[str] = []
+    pids: list[int] = []
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + 90
+        for line in process.stdout:
+            output.append(line)
+            if line.startswith("Running."):
+                break
+            assert time.monotonic() < deadline, "".join(output)
+        pids = workspace.pids()
+        assert len(pids) == 6, "".join(output)
+        assert any("grpcurl -cacert" in line for line in output)
+
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=30)
+        output.append(rest)
+        assert process.returncode == 0, "".join(output)
+        assert "Stopped." in rest
+        assert not [pid for pid in pids if alive(pid)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        workspace.kill_leftovers()
+
+
+def test_a_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path, inventory={"replicas": 0})
+    result = workspace.meshctl("status")
+    assert result.returncode == 2
+    assert "services.inventory.replicas" in result.stderr
+
+
+@pytest.mark.usefixtures("binaries")
+def test_up_shows_why_an_instance_cannot_start_and_leaves_nothing_running(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path, broken={"module": "services.does_not_exist"})
+    result = workspace.meshctl("up", "--detach")
+    try:
+        assert result.returncode == 1
+        assert "broken-1 exited" in result.stderr
+        assert "No module named services.does_not_exist" in result.stderr
+        # The supervisor has exited; nothing it started may remain.
+        leftovers = subprocess.run(
+            ["pgrep", "-f", str(tmp_path)], capture_output=True, text=True
+        ).stdout.split()
+        assert leftovers == []
+    finally:
+        workspace.kill_leftovers()
+
+
+def test_certs_are_created_once_then_kept(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path)
+    first = workspace.meshctl("certs")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("created") == 5  # ca, product, inventory, order, admin
+    second = workspace.meshctl("certs")
+    assert second.stdout.count("kept") == 5
+    key = tmp_path / "certs" / "admin.key"
+    assert key.stat().st_mode & 0o777 == 0o600
