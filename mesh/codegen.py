@@ -82,24 +82,26 @@ def _third_party_imports(sources: Iterable[Path], own_root: Path) -> list[str]:
     return sorted(found)
 
 
-def stage_third_party(layout: Layout) -> list[str]:
-    """Copy the third-party .proto files our protos import into third_party/googleapis."""
+def stage_third_party(layout: Layout, into: Path | None = None) -> list[str]:
+    """Copy the third-party .proto files our protos import into `into` (default:
+    third_party/googleapis, which buf.yaml names); returns their names."""
+    target_root = into or layout.third_party
     names = _third_party_imports(_own_protos(layout), layout.protos)
-    if layout.third_party.exists():
-        shutil.rmtree(layout.third_party)
+    if target_root.exists():
+        shutil.rmtree(target_root)
     for name in names:
-        target = layout.third_party / name
+        target = target_root / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(_googleapis_root() / name, target)
     return names
 
 
-def _compile(layout: Layout, out: Path) -> None:
+def _compile(layout: Layout, out: Path, third_party: Path) -> None:
     sources = [str(p.relative_to(layout.protos)) for p in _own_protos(layout)]
     args = [
         "grpc_tools.protoc",
         f"-I{layout.protos}",
-        f"-I{layout.third_party}",
+        f"-I{third_party}",
         f"-I{_wkt_root()}",
         f"--python_out={out}",
         f"--pyi_out={out}",
@@ -123,7 +125,7 @@ def generate(layout: Layout) -> list[Path]:
     stage_third_party(layout)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        _compile(layout, out)
+        _compile(layout, out, layout.third_party)
         if layout.generated.exists():
             shutil.rmtree(layout.generated)
         shutil.copytree(out, layout.generated)
@@ -131,11 +133,13 @@ def generate(layout: Layout) -> list[Path]:
 
 
 def check(layout: Layout) -> list[str]:
-    """Paths (relative to generated/) that regenerating would add, change or remove."""
-    stage_third_party(layout)
+    """Paths (relative to generated/) that regenerating would add, change or remove.
+    Writes nothing in the repository."""
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = Path(tmp)
-        _compile(layout, fresh)
+        fresh, third_party = Path(tmp) / "out", Path(tmp) / "third_party"
+        fresh.mkdir()
+        stage_third_party(layout, third_party)
+        _compile(layout, fresh, third_party)
         return _differences(fresh, layout.generated)
 
 

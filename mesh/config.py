@@ -266,9 +266,10 @@ def _client(reader: _Reader) -> ClientPolicy:
 
 def _etcd(reader: _Reader) -> EtcdSettings:
     defaults = EtcdSettings()
-    prefix = reader.typed("prefix", str, defaults.prefix).rstrip("/")
+    prefix = reader.typed("prefix", str, defaults.prefix)
     if not prefix.startswith("/"):
         raise ConfigError(reader.key("prefix"), f"must start with '/', got {prefix!r}")
+    prefix = prefix.rstrip("/")  # "/" itself becomes "": keys then start at /services/
     settings = EtcdSettings(
         endpoint=reader.typed("endpoint", str, defaults.endpoint),
         client_port=reader.port("client_port", defaults.client_port),

@@ -189,8 +189,9 @@ def issue_certificate(
 ) -> tuple[bytes, bytes]:
     """A workload certificate and its key, both PEM. Used for clients and servers alike."""
     now = _now()
-    not_before = not_before or now - dt.timedelta(minutes=5)
     not_after = not_after or now + LEAF_LIFETIME
+    # A little in the past, for clock skew; earlier still for a deliberately expired cert.
+    not_before = not_before or min(now - dt.timedelta(minutes=5), not_after - dt.timedelta(days=1))
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe.uri)]
     sans += [x509.DNSName(name) for name in dns_names]
@@ -249,15 +250,23 @@ def _reusable(
 ) -> x509.Certificate | None:
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
-        serialization.load_pem_private_key(files.key.read_bytes(), None)
+        key = serialization.load_pem_private_key(files.key.read_bytes(), None)
         uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (OSError, ValueError, x509.ExtensionNotFound):
+    except (OSError, ValueError, TypeError, x509.ExtensionNotFound):
         return None
+    if _public_der(key.public_key()) != _public_der(cert.public_key()):
+        return None  # a crash between writing the new key and the new cert
     if spiffe.uri not in uris.get_values_for_type(x509.UniformResourceIdentifier):
         return None
     if not ca.signed(cert) or cert.not_valid_after_utc - now < RENEW_BEFORE:
         return None
     return cert
+
+
+def _public_der(key: object) -> bytes:
+    return key.public_bytes(  # type: ignore[attr-defined, no-any-return]
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def ensure_certificates(

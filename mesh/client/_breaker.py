@@ -67,6 +67,7 @@ class EndpointBreaker:
     ) -> None:
         listeners = [_StateListener(on_state_change)] if on_state_change else []
         self._breaker = pybreaker.CircuitBreaker(
+            state_storage=_ClockedStorage(clock),
             fail_max=policy.failure_threshold,
             reset_timeout=policy.reset_timeout,
             throw_new_error_on_trip=False,
@@ -121,6 +122,23 @@ class EndpointBreaker:
         """The call was cancelled by its caller: it says nothing about the endpoint."""
         if admission.trial:
             self._trial_running = False
+
+
+class _ClockedStorage(pybreaker.CircuitMemoryStorage):
+    """pybreaker's in-memory storage, except that the open time comes from our clock,
+    so that one clock (real or a test's) governs both opening and reopening."""
+
+    def __init__(self, clock: Callable[[], dt.datetime]) -> None:
+        super().__init__(pybreaker.STATE_CLOSED)
+        self._clock = clock
+
+    @property
+    def opened_at(self) -> dt.datetime | None:
+        return self._opened_at
+
+    @opened_at.setter
+    def opened_at(self, _: dt.datetime) -> None:
+        self._opened_at = self._clock()
 
 
 def _replay(failure: _EndpointFailure | None) -> None:

@@ -191,30 +191,35 @@ class ServiceChannel:
     # -- picking and calling -------------------------------------------------------
 
     def _pick(self, tried: set[str]) -> _Pick:
-        """The next endpoint in round-robin order that may take a call now."""
+        """The next endpoint in round-robin order that may take a call now. The
+        position moves past the endpoint chosen, so skipping one endpoint does not
+        give its successor a double share."""
         order = self._order
         if not order:
             raise NoEndpoints(self.service)
-        start, self._next = self._next, self._next + 1
-        failing: _Member | None = None
+        start = self._next
+        failing: tuple[int, _Member] | None = None
         soonest: tuple[float, str] | None = None
-        for candidate in (order[(start + i) % len(order)] for i in range(len(order))):
+        for offset in range(len(order)):
+            candidate = order[(start + offset) % len(order)]
             if candidate.endpoint.instance_id in tried:
                 continue
             if candidate.failing():
-                failing = failing or candidate
+                failing = failing or (offset, candidate)
                 continue
             admission = candidate.breaker.admit()
             if admission is not None:
+                self._next = start + offset + 1
                 return _Pick(candidate, admission)
             wait = candidate.breaker.retry_after()
             if soonest is None or wait < soonest[0]:
                 soonest = (wait, candidate.endpoint.address)
         if failing is not None:
             # Every healthy-looking endpoint is out; a failing connection may be back.
-            admission = failing.breaker.admit()
+            admission = failing[1].breaker.admit()
             if admission is not None:
-                return _Pick(failing, admission)
+                self._next = start + failing[0] + 1
+                return _Pick(failing[1], admission)
         if tried:
             return self._pick(set())
         if soonest is not None:
@@ -277,10 +282,11 @@ class ServiceChannel:
                 pick = self._pick(tried)
             except NoEndpoints:
                 # Nothing was sent, so waiting for an instance is safe for any method.
-                if not self._can_retry(attempt, until):
+                delay = self._retry_delay(attempt, until)
+                if delay is None:
                     raise
                 attempt += 1
-                await asyncio.sleep(self._backoff.delay(attempt - 1))
+                await asyncio.sleep(delay)
                 continue
             member = pick.member
             callable_ = member.callables.get(method)
@@ -290,17 +296,15 @@ class ServiceChannel:
                 response = await callable_(request, timeout=remaining, metadata=metadata)
             except grpc.aio.AioRpcError as error:
                 member.breaker.record(pick.admission, error.code())
-                if not (
-                    retryable
-                    and error.code() is grpc.StatusCode.UNAVAILABLE
-                    and self._can_retry(attempt, until)
-                ):
+                retry = retryable and error.code() is grpc.StatusCode.UNAVAILABLE
+                delay = self._retry_delay(attempt, until) if retry else None
+                if delay is None:
                     raise
                 tried.add(member.endpoint.instance_id)
                 attempt += 1
                 if self._metrics:
                     self._metrics.retries.labels(*method.lstrip("/").split("/", 1)).inc()
-                await asyncio.sleep(self._backoff.delay(attempt - 1))
+                await asyncio.sleep(delay)
                 continue
             except asyncio.CancelledError:
                 member.breaker.abandon(pick.admission)
@@ -308,10 +312,13 @@ class ServiceChannel:
             member.breaker.record(pick.admission, grpc.StatusCode.OK)
             return response
 
-    def _can_retry(self, attempt: int, until: float) -> bool:
+    def _retry_delay(self, attempt: int, until: float) -> float | None:
+        """How long to wait before retry number `attempt`, or None if no retry is left
+        or the wait would end past the deadline."""
         if attempt + 1 >= self._policy.retry.max_attempts:
-            return False
-        return time.monotonic() + self._backoff.delay(attempt) < until
+            return None
+        delay = self._backoff.delay(attempt)
+        return delay if time.monotonic() + delay < until else None
 
     async def close(self) -> None:
         """Stop following endpoints and close every channel."""
@@ -397,12 +404,15 @@ class _UnaryStream:
             request_serializer=self._serializer,
             response_deserializer=self._deserializer,
         )(request, timeout=budget, metadata=metadata)
-        code = grpc.StatusCode.OK
         try:
             async for item in call:
                 yield item
         except grpc.aio.AioRpcError as error:
-            code = error.code()
+            pick.member.breaker.record(pick.admission, error.code())
             raise
-        finally:
-            pick.member.breaker.record(pick.admission, code)
+        except (asyncio.CancelledError, GeneratorExit):
+            # The consumer went away: that says nothing about the endpoint.
+            pick.member.breaker.abandon(pick.admission)
+            call.cancel()
+            raise
+        pick.member.breaker.record(pick.admission, grpc.StatusCode.OK)

@@ -55,13 +55,16 @@ class Endpoint:
         data = json.loads(raw)
         if not isinstance(data, dict):
             raise ValueError("registry value is not a JSON object")
+        metadata = data.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise ValueError("registry value's metadata is not a JSON object")
         try:
             return cls(
                 service=str(data["service"]),
                 instance_id=str(data["id"]),
                 address=str(data["address"]),
                 version=str(data.get("version", "v1")),
-                metadata={str(k): str(v) for k, v in dict(data.get("metadata") or {}).items()},
+                metadata={str(k): str(v) for k, v in metadata.items()},
             )
         except KeyError as missing:
             raise ValueError(f"registry value lacks {missing}") from None

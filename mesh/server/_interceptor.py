@@ -4,6 +4,7 @@ exceptions into gRPC statuses."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -27,6 +28,13 @@ log = logging.getLogger("mesh.server")
 _DETAILS_KEY = "grpc-status-details-bin"
 # Downstream failures a caller may retry keep their code; anything else is a bug here.
 _PASS_THROUGH = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _cancel_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
 
 
 class _Guard:
@@ -66,21 +74,28 @@ class _Guard:
         ref = f" (trace {format_trace_id(span.trace_id)})" if span.is_valid else ""
         await context.abort(grpc.StatusCode.INTERNAL, f"internal error{ref}")
 
-    def finish(self, context: grpc.aio.ServicerContext[Any, Any], started: float) -> None:
+    def finish(
+        self, context: grpc.aio.ServicerContext[Any, Any], started: float, cancelled: bool
+    ) -> None:
         code = context.code()
-        self.stats.handled(code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK).inc()
+        if not isinstance(code, grpc.StatusCode):
+            code = _cancel_code(context) if cancelled else grpc.StatusCode.OK
+        self.stats.handled(code).inc()
         self.stats.handling.observe(time.perf_counter() - started)
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started = time.perf_counter()
+            started, cancelled = time.perf_counter(), False
             try:
                 started = await self.enter(context)
                 return await behavior(request, context)
+            except asyncio.CancelledError:
+                cancelled = True  # grpc cancels the handler when the caller leaves or times out
+                raise
             except Exception as error:
                 await self.fail(error, context)
             finally:
-                self.finish(context, started)
+                self.finish(context, started, cancelled)
 
         return handle
 
@@ -90,15 +105,18 @@ class _Guard:
             async def stream(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                started = time.perf_counter()
+                started, cancelled = time.perf_counter(), False
                 try:
                     started = await self.enter(context)
                     async for item in behavior(request, context):
                         yield item
+                except asyncio.CancelledError:
+                    cancelled = True
+                    raise
                 except Exception as error:
                     await self.fail(error, context)
                 finally:
-                    self.finish(context, started)
+                    self.finish(context, started, cancelled)
 
             return stream
         return self.unary(behavior)  # a coroutine that writes with context.write()

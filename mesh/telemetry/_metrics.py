@@ -41,11 +41,13 @@ LATENCY_BUCKETS = (
 )
 
 
+# Where Go's codes.Code.String() is not the CamelCase of the Python name.
+_GO_SPELLING = {grpc.StatusCode.OK: "OK", grpc.StatusCode.CANCELLED: "Canceled"}
+
+
 def go_code_name(code: grpc.StatusCode) -> str:
-    """UNAVAILABLE -> "Unavailable", NOT_FOUND -> "NotFound", OK -> "OK"."""
-    if code is grpc.StatusCode.OK:
-        return "OK"
-    return "".join(part.capitalize() for part in code.name.split("_"))
+    """UNAVAILABLE -> "Unavailable", NOT_FOUND -> "NotFound", CANCELLED -> "Canceled"."""
+    return _GO_SPELLING.get(code) or "".join(part.capitalize() for part in code.name.split("_"))
 
 
 _GO_CODES = {code: go_code_name(code) for code in grpc.StatusCode}

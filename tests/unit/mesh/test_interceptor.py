@@ -1,0 +1,312 @@
+"""mesh.server.MeshInterceptor on one in-process mTLS server: authorisation by SPIFFE id,
+the exception-to-status table, the inherited deadline, and grpc-prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status  # type: ignore[import-untyped]
+from prometheus_client import CollectorRegistry
+
+from mesh import deadline
+from mesh.authz import AuthzTable
+from mesh.config import AuthzRule
+from mesh.identity import (
+    IdentityFiles,
+    channel_credentials,
+    ensure_certificates,
+    server_credentials,
+)
+from mesh.problems import FieldViolation, InvalidArgument, NotFound
+from mesh.server import MeshInterceptor
+from mesh.telemetry import ServerMetrics
+
+DOMAIN, NAMESPACE = "shop.local", "default"
+HEALTH = "grpc.health.v1.Health"
+SECRET = "the-database-password-is-hunter2"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+SLACK = 0.05  # the wire rounds grpc-timeout up
+
+
+class ScriptedHealth(health_pb2_grpc.HealthServicer):
+    """Check and Watch do what request.service names."""
+
+    def __init__(self) -> None:
+        self.remaining: list[float | None] = []
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> health_pb2.HealthCheckResponse:
+        script = request.service
+        if script == "not-found":
+            raise NotFound("product", "sku-404")
+        if script == "invalid":
+            raise InvalidArgument(
+                [FieldViolation("service", "too long"), FieldViolation("other", "bad")]
+            )
+        if script == "crash":
+            raise RuntimeError(SECRET)
+        if script == "downstream":
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="x"
+            )
+        if script == "deadline":
+            self.remaining.append(deadline.remaining())
+        if script == "slow":
+            await asyncio.sleep(1.0)  # outlives the caller's deadline; the server cancels it
+        return health_pb2.HealthCheckResponse(status=SERVING)
+
+    async def Watch(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[health_pb2.HealthCheckResponse]:
+        yield health_pb2.HealthCheckResponse(status=SERVING)
+        if request.service == "crash":
+            raise RuntimeError(SECRET)
+        yield health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+@dataclass
+class Mesh:
+    registry: CollectorRegistry
+    servicer: ScriptedHealth
+    stubs: dict[str, Any] = field(default_factory=dict)  # HealthStub, untyped attributes
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+    def metric(self, name: str, method: str = "Check", **labels: str) -> float:
+        sample = self.registry.get_sample_value(
+            name, {"grpc_type": "unary", "grpc_service": HEALTH, "grpc_method": method, **labels}
+        )
+        return sample or 0.0
+
+
+@pytest.fixture(scope="module")
+async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
+    certs: Path = tmp_path_factory.mktemp("certs")
+    ensure_certificates(certs, DOMAIN, NAMESPACE, ["svc", "admin", "stranger"])
+    registry = CollectorRegistry()
+    authz = AuthzTable([AuthzRule(("admin",), (f"{HEALTH}/*",))], DOMAIN, NAMESPACE)
+    server = grpc.aio.server(
+        interceptors=[MeshInterceptor(authz, ServerMetrics(registry))],
+        options=[("grpc.so_reuseport", 0)],
+    )
+    servicer = ScriptedHealth()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(IdentityFiles(certs, "svc")))
+    await server.start()
+    world = Mesh(registry, servicer)
+    try:
+        for name in ("admin", "stranger"):
+            channel = grpc.aio.secure_channel(
+                f"127.0.0.1:{port}", channel_credentials(IdentityFiles(certs, name))
+            )
+            world.channels[name] = channel
+            world.stubs[name] = health_pb2_grpc.HealthStub(channel)
+        yield world
+    finally:
+        for channel in world.channels.values():
+            await channel.close()
+        await server.stop(None)
+
+
+async def check(mesh: Mesh, script: str, caller: str = "admin", **kwargs: Any) -> Any:
+    request = health_pb2.HealthCheckRequest(service=script)
+    return await mesh.stubs[caller].Check(request, timeout=kwargs.pop("timeout", 5.0), **kwargs)
+
+
+async def failed_check(
+    mesh: Mesh, script: str, caller: str = "admin", timeout: float = 5.0
+) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await check(mesh, script, caller, timeout=timeout)
+    return caught.value
+
+
+async def test_an_allowed_caller_gets_its_answer(mesh: Mesh) -> None:
+    response = await check(mesh, "ok")
+
+    assert response.status == SERVING
+
+
+async def test_a_caller_outside_the_table_is_denied_by_spiffe_id(mesh: Mesh) -> None:
+    error = await failed_check(mesh, "ok", caller="stranger")
+
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert f"spiffe://{DOMAIN}/ns/{NAMESPACE}/sa/stranger" in (error.details() or "")
+
+
+async def test_a_denied_call_never_reaches_the_handler(mesh: Mesh) -> None:
+    seen = len(mesh.servicer.remaining)
+
+    error = await failed_check(mesh, "deadline", caller="stranger")
+
+    assert error.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert len(mesh.servicer.remaining) == seen
+
+
+async def test_not_found_becomes_its_code_with_resource_info(mesh: Mesh) -> None:
+    error = await failed_check(mesh, "not-found")
+
+    assert error.code() is grpc.StatusCode.NOT_FOUND
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ResourceInfo()
+    assert status.details[0].Unpack(info)
+    assert (info.resource_type, info.resource_name) == ("product", "sku-404")
+
+
+async def test_invalid_argument_becomes_its_code_with_bad_request(mesh: Mesh) -> None:
+    error = await failed_check(mesh, "invalid")
+
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(error)
+    assert status is not None
+    bad = error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(bad)
+    assert [v.field for v in bad.field_violations] == ["service", "other"]
+
+
+async def test_an_unhandled_exception_becomes_internal_without_its_text(mesh: Mesh) -> None:
+    error = await failed_check(mesh, "crash")
+
+    assert error.code() is grpc.StatusCode.INTERNAL
+    assert SECRET not in (error.details() or "")
+    assert SECRET not in str(error.trailing_metadata())
+    assert rpc_status.from_call(error) is None
+
+
+async def test_a_downstream_unavailable_keeps_its_code(mesh: Mesh) -> None:
+    error = await failed_check(mesh, "downstream")
+
+    assert error.code() is grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_handler_sees_the_callers_deadline(mesh: Mesh) -> None:
+    await check(mesh, "deadline", timeout=3.0)
+
+    left = mesh.servicer.remaining[-1]
+    assert left is not None
+    # NOTE: grpc-timeout is encoded rounded up, so the server may see a little more.
+    assert 2.0 < left <= 3.0 + SLACK
+
+
+async def test_the_deadline_of_one_call_does_not_leak_into_the_next(mesh: Mesh) -> None:
+    await check(mesh, "deadline", timeout=1.0)
+    await check(mesh, "deadline", timeout=30.0)
+
+    short, long = mesh.servicer.remaining[-2:]
+    assert short is not None
+    assert long is not None
+    assert short <= 1.0 + SLACK < 25.0 < long
+
+
+async def test_without_a_client_deadline_the_handler_sees_none(mesh: Mesh) -> None:
+    await mesh.stubs["admin"].Check(health_pb2.HealthCheckRequest(service="deadline"))
+
+    assert mesh.servicer.remaining[-1] is None
+
+
+async def test_a_call_that_outlives_its_deadline_is_not_counted_as_ok(mesh: Mesh) -> None:
+    ok = mesh.metric("grpc_server_handled_total", grpc_code="OK")
+    finished = mesh.metric("grpc_server_handling_seconds_count")
+
+    error = await failed_check(mesh, "slow", timeout=0.1)
+    for _ in range(200):  # the server notices the deadline on its own, soon after
+        if mesh.metric("grpc_server_handling_seconds_count") > finished:
+            break
+        await asyncio.sleep(0.01)
+
+    assert error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert mesh.metric("grpc_server_handling_seconds_count") == finished + 1
+    assert mesh.metric("grpc_server_handled_total", grpc_code="OK") == ok
+
+
+async def test_an_unknown_method_is_unimplemented(mesh: Mesh) -> None:
+    missing = mesh.channels["admin"].unary_unary(
+        f"/{HEALTH}/NoSuchMethod",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await missing(health_pb2.HealthCheckRequest(), timeout=5.0)
+
+    assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_server_streams_pass_through_the_guard(mesh: Mesh) -> None:
+    call = mesh.stubs["admin"].Watch(health_pb2.HealthCheckRequest(service="ok"), timeout=5.0)
+
+    statuses = [response.status async for response in call]
+
+    assert statuses == [SERVING, health_pb2.HealthCheckResponse.NOT_SERVING]
+
+
+async def test_a_crashing_stream_ends_internal_after_what_it_sent(mesh: Mesh) -> None:
+    call = mesh.stubs["admin"].Watch(health_pb2.HealthCheckRequest(service="crash"), timeout=5.0)
+    received: list[int] = []
+
+    async def drain() -> None:
+        async for response in call:
+            received.append(response.status)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await drain()
+
+    assert received == [SERVING]
+    assert caught.value.code() is grpc.StatusCode.INTERNAL
+    assert SECRET not in (caught.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    ("script", "caller", "go_code"),
+    [
+        ("ok", "admin", "OK"),
+        ("not-found", "admin", "NotFound"),
+        ("invalid", "admin", "InvalidArgument"),
+        ("crash", "admin", "Internal"),
+        ("downstream", "admin", "Unavailable"),
+        ("ok", "stranger", "PermissionDenied"),
+    ],
+)
+async def test_every_call_is_counted_with_its_code(
+    mesh: Mesh, script: str, caller: str, go_code: str
+) -> None:
+    started = mesh.metric("grpc_server_started_total")
+    handled = mesh.metric("grpc_server_handled_total", grpc_code=go_code)
+    observed = mesh.metric("grpc_server_handling_seconds_count")
+
+    with contextlib.suppress(grpc.aio.AioRpcError):
+        await check(mesh, script, caller)
+
+    assert mesh.metric("grpc_server_started_total") == started + 1
+    assert mesh.metric("grpc_server_handled_total", grpc_code=go_code) == handled + 1
+    assert mesh.metric("grpc_server_handling_seconds_count") == observed + 1
+
+
+async def test_streams_are_counted_as_server_streams(mesh: Mesh) -> None:
+    def watched() -> float:
+        sample = mesh.registry.get_sample_value(
+            "grpc_server_handled_total",
+            {
+                "grpc_type": "server_stream",
+                "grpc_service": HEALTH,
+                "grpc_method": "Watch",
+                "grpc_code": "OK",
+            },
+        )
+        return sample or 0.0
+
+    before = watched()
+
+    _ = [r async for r in mesh.stubs["admin"].Watch(health_pb2.HealthCheckRequest(), timeout=5.0)]
+
+    assert watched() == before + 1
