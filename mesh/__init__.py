@@ -1,6 +1,8 @@
 """ShopMesh's runtime: what every process of the mesh shares.
 
-Subpackages, lowest first (a module imports only those above it in this list):
-config, errors, problems, identity, authz, deadline, backoff -> registry -> telemetry
--> client -> server -> supervisor -> cli. Nothing here imports services/ or gateway/.
+Modules, lowest first; each imports only from its own layer and those before it
+(tests/unit/mesh/test_layers.py checks this):
+errors, deadline, backoff, codegen -> problems, config, state, storage, paging ->
+identity, authz -> registry -> telemetry -> client -> server -> supervisor -> cli.
+Nothing here imports services/ or gateway/.
 """

@@ -18,8 +18,7 @@ from opentelemetry.trace import format_trace_id
 from mesh import deadline
 from mesh.authz import AuthzTable
 from mesh.problems import Problem
-from mesh.telemetry import ServerMetrics, grpc_type
-from mesh.telemetry._metrics import MethodMetrics
+from mesh.telemetry import MethodMetrics, ServerMetrics, grpc_type
 
 __all__ = ["MeshInterceptor"]
 

@@ -42,6 +42,7 @@ from mesh.errors import MeshError
 from mesh.identity import IdentityFiles, channel_credentials, server_credentials
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration
 from mesh.server._interceptor import MeshInterceptor
+from mesh.state import read_state
 from mesh.telemetry import (
     ClientMetrics,
     MetricsServer,
@@ -249,8 +250,6 @@ def _etcd_endpoint(config: MeshConfig, flag: str | None) -> str:
         return flag
     if config.etcd.endpoint:
         return config.etcd.endpoint
-    from mesh.supervisor import read_state  # only the entrypoint looks at meshctl's state
-
     state = read_state(config.state_dir)
     if state is None:
         raise MeshError(

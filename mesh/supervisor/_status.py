@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass
 
 from mesh.config import MeshConfig
 from mesh.registry import Endpoint, EtcdClient, services_root
+from mesh.state import MeshState
 from mesh.supervisor._health import check_health
-from mesh.supervisor._state import MeshState
 
 __all__ = ["InstanceStatus", "mesh_status"]
 

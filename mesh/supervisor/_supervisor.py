@@ -17,9 +17,9 @@ from mesh.config import MeshConfig
 from mesh.errors import MeshError
 from mesh.identity import ensure_certificates
 from mesh.registry import EtcdClient
+from mesh.state import InstanceRecord, MeshState, clear_state, read_state, write_state
 from mesh.supervisor._etcd_server import EtcdServer
 from mesh.supervisor._instance import InstanceProcess
-from mesh.supervisor._state import InstanceRecord, MeshState, clear_state, read_state, write_state
 
 __all__ = ["MeshAlreadyRunning", "Supervisor"]
 

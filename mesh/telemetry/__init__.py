@@ -3,6 +3,7 @@
 from mesh.telemetry._logging import JsonFormatter, configure_logging
 from mesh.telemetry._metrics import (
     ClientMetrics,
+    MethodMetrics,
     MetricsServer,
     ServerMetrics,
     go_code_name,
@@ -15,6 +16,7 @@ __all__ = [
     "ClientMetrics",
     "JsonFormatter",
     "JsonLinesSpanExporter",
+    "MethodMetrics",
     "MetricsServer",
     "ServerMetrics",
     "configure_logging",

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 __all__ = [
     "ClientMetrics",
+    "MethodMetrics",
     "MetricsServer",
     "ServerMetrics",
     "go_code_name",

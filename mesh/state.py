@@ -1,4 +1,6 @@
-"""What a running `meshctl up` leaves in <state_dir>/state.json for other meshctl commands."""
+"""What a running `meshctl up` leaves in <state_dir>/state.json: the supervisor's pid,
+the etcd it uses and the instances it started, for other meshctl commands and for an
+instance started by hand (which finds etcd there)."""
 
 from __future__ import annotations
 
