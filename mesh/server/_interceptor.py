@@ -36,65 +36,90 @@ def _cancel_code(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode
     return grpc.StatusCode.CANCELLED
 
 
+class _Call:
+    """One call's bookkeeping: when it started, and whether it has been counted."""
+
+    __slots__ = ("counted", "started")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.counted = False
+
+
 class _Guard:
-    """The per-method half of the interceptor: metrics children and the method name."""
+    """The per-method half of the interceptor: metrics children and the method name.
+
+    NOTE: grpc.aio's context.abort() sends the status before it raises, so a call is
+    counted before we abort it; otherwise a caller could see its error before /metrics
+    does. (A servicer that calls context.abort() itself is counted just after.)
+    """
 
     def __init__(self, method: str, stats: MethodMetrics, authz: AuthzTable) -> None:
         self.method = method
         self.stats = stats
         self.authz = authz
 
-    async def enter(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+    def count(self, call: _Call, code: grpc.StatusCode) -> None:
+        if not call.counted:
+            call.counted = True
+            self.stats.handled(code).inc()
+            self.stats.handling.observe(time.perf_counter() - call.started)
+
+    async def enter(self, context: grpc.aio.ServicerContext[Any, Any], call: _Call) -> None:
         """Count the call, authorise the caller and record its deadline."""
         self.stats.started.inc()
         spiffe = next(iter(context.auth_context().get("peer_spiffe_id", ())), None)
         decision = self.authz.check(spiffe.decode() if spiffe else None, self.method)
         if not decision.allowed:
+            self.count(call, grpc.StatusCode.PERMISSION_DENIED)
             await context.abort(
                 grpc.StatusCode.PERMISSION_DENIED,
                 f"{decision.caller} may not call {self.method} ({decision.reason})",
             )
         deadline.inherit(context.time_remaining())
-        return time.perf_counter()
 
-    async def fail(self, error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        """Abort the call with the status `error` stands for."""
+    async def fail(
+        self, error: Exception, context: grpc.aio.ServicerContext[Any, Any], call: _Call
+    ) -> None:
+        """Count, then abort the call with the status `error` stands for."""
         if isinstance(error, grpc.aio.AbortError):
-            raise error
+            raise error  # already aborted: by enter() (counted) or by the servicer
+        trailing: tuple[tuple[str, str | bytes], ...] = ()
         if isinstance(error, Problem):
-            details = error.to_status().SerializeToString()
-            await context.abort(
-                error.code, error.message, trailing_metadata=((_DETAILS_KEY, details),)
-            )
-        if isinstance(error, grpc.aio.AioRpcError) and error.code() in _PASS_THROUGH:
-            await context.abort(error.code(), f"a dependency failed: {error.details()}")
-        log.exception("unhandled error in %s", self.method)
-        span = trace.get_current_span().get_span_context()
-        ref = f" (trace {format_trace_id(span.trace_id)})" if span.is_valid else ""
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error{ref}")
+            code, message = error.code, error.message
+            trailing = ((_DETAILS_KEY, error.to_status().SerializeToString()),)
+        elif isinstance(error, grpc.aio.AioRpcError) and error.code() in _PASS_THROUGH:
+            code, message = error.code(), f"a dependency failed: {error.details()}"
+        else:
+            log.exception("unhandled error in %s", self.method)
+            span = trace.get_current_span().get_span_context()
+            ref = f" (trace {format_trace_id(span.trace_id)})" if span.is_valid else ""
+            code, message = grpc.StatusCode.INTERNAL, f"internal error{ref}"
+        self.count(call, code)
+        await context.abort(code, message, trailing_metadata=trailing)
 
     def finish(
-        self, context: grpc.aio.ServicerContext[Any, Any], started: float, cancelled: bool
+        self, context: grpc.aio.ServicerContext[Any, Any], call: _Call, cancelled: bool
     ) -> None:
+        """Count a call that ended without our abort: returned, or cancelled by grpc."""
         code = context.code()
         if not isinstance(code, grpc.StatusCode):
             code = _cancel_code(context) if cancelled else grpc.StatusCode.OK
-        self.stats.handled(code).inc()
-        self.stats.handling.observe(time.perf_counter() - started)
+        self.count(call, code)
 
     def unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            started, cancelled = time.perf_counter(), False
+            call, cancelled = _Call(), False
             try:
-                started = await self.enter(context)
+                await self.enter(context, call)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 cancelled = True  # grpc cancels the handler when the caller leaves or times out
                 raise
             except Exception as error:
-                await self.fail(error, context)
+                await self.fail(error, context, call)
             finally:
-                self.finish(context, started, cancelled)
+                self.finish(context, call, cancelled)
 
         return handle
 
@@ -104,18 +129,18 @@ class _Guard:
             async def stream(
                 request: Any, context: grpc.aio.ServicerContext[Any, Any]
             ) -> AsyncIterator[Any]:
-                started, cancelled = time.perf_counter(), False
+                call, cancelled = _Call(), False
                 try:
-                    started = await self.enter(context)
+                    await self.enter(context, call)
                     async for item in behavior(request, context):
                         yield item
                 except asyncio.CancelledError:
                     cancelled = True
                     raise
                 except Exception as error:
-                    await self.fail(error, context)
+                    await self.fail(error, context, call)
                 finally:
-                    self.finish(context, started, cancelled)
+                    self.finish(context, call, cancelled)
 
             return stream
         return self.unary(behavior)  # a coroutine that writes with context.write()
