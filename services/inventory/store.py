@@ -1,32 +1,26 @@
 """Stock and reservations in SQLite, `<data_dir>/inventory.db`.
 
-The service's instances are separate processes sharing this file, so the database runs
-in WAL mode with a busy timeout, and every change is one short `BEGIN IMMEDIATE`
-transaction: it takes the write lock before reading, so the rows a rule checks cannot
-change before the transaction writes. That is what makes a reservation all-or-nothing
+The service's instances are separate processes sharing this file through a
+`mesh.storage.Database`, and every change is one short `write()` transaction, which
+takes the write lock before reading: that is what makes a reservation all-or-nothing
 across processes. CHECK constraints restate the invariant (0 <= reserved <= on_hand).
 
-The methods block: call them through `asyncio.to_thread`. One connection per store is
-shared by those threads under a lock.
+The methods block: call them through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mesh.problems import NotFound
+from mesh.storage import Database
 from services.inventory import domain
 from services.inventory.domain import Reservation, ReservationItem, ReservationState, StockLevel
 
-__all__ = ["BUSY_TIMEOUT", "InventoryStore"]
-
-BUSY_TIMEOUT = 5.0
-"""Seconds a statement waits for another process's write lock before failing."""
+__all__ = ["InventoryStore"]
 
 _SCHEMA = (
     """
@@ -71,42 +65,14 @@ class InventoryStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        with self._transaction("BEGIN IMMEDIATE") as db:
-            for statement in _SCHEMA:
-                db.execute(statement)
+        self._db = Database(path, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute(begin)
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self._transaction("BEGIN IMMEDIATE")
-
-    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self._transaction("BEGIN")
+        self._db.close()
 
     def stock(self, product_id: str) -> StockLevel:
         """The product's stock level; zeros if it was never stocked."""
-        with self._read() as db:
+        with self._db.read() as db:
             return _levels(db, [product_id]).get(product_id, StockLevel(product_id))
 
     def adjust(self, product_id: str, delta: int, reason: str) -> StockLevel:
@@ -115,7 +81,7 @@ class InventoryStore:
         Raises:
             FailedPrecondition: on hand would drop below the units reserved.
         """
-        with self._write() as db:
+        with self._db.write() as db:
             level = _levels(db, [product_id]).get(product_id, StockLevel(product_id))
             after = domain.adjusted(level, delta)
             _save_levels(db, [after])
@@ -125,7 +91,7 @@ class InventoryStore:
     def open_stock(self, product_id: str, on_hand: int, reason: str) -> bool:
         """Give a product never stocked before `on_hand` units; returns whether it did.
         Safe when several instances start at once: only one of them stocks it."""
-        with self._write() as db:
+        with self._db.write() as db:
             if product_id in _levels(db, [product_id]):
                 return False
             _save_levels(db, [StockLevel(product_id, on_hand=on_hand)])
@@ -140,7 +106,7 @@ class InventoryStore:
             FailedPrecondition: some products are short; each is listed.
             AlreadyExists: the order holds a reservation of other items.
         """
-        with self._write() as db:
+        with self._db.write() as db:
             existing = _reservation(db, order_id)
             if existing is not None:
                 return domain.same_items(existing, items)
@@ -157,7 +123,7 @@ class InventoryStore:
         Raises:
             NotFound: the order holds no reservation.
         """
-        with self._write() as db:
+        with self._db.write() as db:
             reservation = _reservation(db, order_id)
             if reservation is None:
                 raise NotFound(domain.RESERVATION, order_id)
@@ -173,7 +139,7 @@ class InventoryStore:
 
     def reservation(self, order_id: str) -> Reservation | None:
         """The reservation held for the order, or None."""
-        with self._read() as db:
+        with self._db.read() as db:
             return _reservation(db, order_id)
 
 

@@ -6,13 +6,13 @@ back into units and nanos only at the end.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import enum
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mesh import paging
+from mesh.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from mesh.problems import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
 
 __all__ = [
@@ -41,13 +41,11 @@ ORDER = "shop.order.v1.Order"
 CURRENCY = "CURRENCY"
 """PreconditionViolation type for an item priced in another currency than the rest."""
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
 MAX_CUSTOMER_ID = 64
 MAX_REQUEST_ID = 64
 NANOS_PER_UNIT = 1_000_000_000
 _MAX_UNITS = 2**63 - 1  # google.type.Money.units is an int64
-_TOKEN_PREFIX = "order:"
+_PAGE_KIND = "order"
 
 
 @dataclass(frozen=True)
@@ -232,31 +230,15 @@ def parse_page(page_size: int, page_token: str) -> Page:
     Raises:
         InvalidArgument: a negative size or a token this service did not issue.
     """
-    found = []
-    if page_size < 0:
-        found.append(FieldViolation("page_size", "must not be negative"))
-    before = None
-    if page_token:
-        before = _decode_token(page_token)
-        if before is None:
-            found.append(FieldViolation("page_token", "not a token from a previous response"))
-    if found:
-        raise InvalidArgument(found)
-    size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
-    return Page(size=size, before=before)
+    request = paging.parse_page(page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_seq)
+    before = None if request.cursor is None else int(request.cursor)
+    return Page(size=request.size, before=before)
 
 
 def encode_page_token(cursor: int) -> str:
     """The opaque token that resumes listing with orders older than `cursor`."""
-    return base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{cursor}".encode()).decode()
+    return paging.page_token(_PAGE_KIND, str(cursor))
 
 
-def _decode_token(token: str) -> int | None:
-    try:
-        text = base64.b64decode(token, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    digits = text.removeprefix(_TOKEN_PREFIX)
-    if not text.startswith(_TOKEN_PREFIX) or not digits.isascii() or not digits.isdigit():
-        return None
-    return int(digits)
+def _is_seq(cursor: str) -> bool:
+    return cursor.isascii() and cursor.isdigit()

@@ -1,28 +1,23 @@
 """Orders in SQLite, `<data_dir>/order.db`.
 
-WAL mode with a busy timeout, and each write one short `BEGIN IMMEDIATE` transaction,
-so several instances may share the file. A unique index on (customer_id, request_id)
-makes the caller's idempotency key hold even for concurrent duplicates: only one
-insert can win, and `add` hands the loser the winner's order.
+Several instances share the file through a `mesh.storage.Database`, each write one
+short write transaction. A unique index on (customer_id, request_id) makes the
+caller's idempotency key hold even for concurrent duplicates: only one insert can win,
+and `add` hands the loser the winner's order.
 
-The methods block: call them through `asyncio.to_thread`. One connection per store is
-shared by those threads under a lock.
+The methods block: call them through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
+from mesh.storage import Database
 from services.order.domain import Money, Order, OrderItem, OrderStatus
 
-__all__ = ["BUSY_TIMEOUT", "OrderStore"]
-
-BUSY_TIMEOUT = 5.0
-"""Seconds a statement waits for another process's write lock before failing."""
+__all__ = ["OrderStore"]
 
 _SCHEMA = (
     # `seq` orders the orders: a later insert gets a larger one, so newest first is seq DESC.
@@ -70,43 +65,15 @@ class OrderStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("PRAGMA foreign_keys = ON")
-        with self._write() as db:
-            for statement in _SCHEMA:
-                db.execute(statement)
+        self._db = Database(path, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute(begin)
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _write(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self._transaction("BEGIN IMMEDIATE")
-
-    def _read(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self._transaction("BEGIN")
+        self._db.close()
 
     def add(self, order: Order) -> Order:
         """Store a new order and return it; if its customer already placed an order with
         the same non-empty request_id, store nothing and return that order instead."""
-        with self._write() as db:
+        with self._db.write() as db:
             if order.request_id:
                 earlier = _find(
                     db,
@@ -150,7 +117,7 @@ class OrderStore:
 
     def get(self, order_id: str) -> Order | None:
         """The order with this id, or None."""
-        with self._read() as db:
+        with self._db.read() as db:
             return _find(db, "order_id = ?", (order_id,))
 
     def by_request(self, customer_id: str, request_id: str) -> Order | None:
@@ -158,7 +125,7 @@ class OrderStore:
         an empty request_id: orders placed without one are never repeats)."""
         if not request_id:
             return None
-        with self._read() as db:
+        with self._db.read() as db:
             return _find(db, "customer_id = ? AND request_id = ?", (customer_id, request_id))
 
     def page(
@@ -171,7 +138,7 @@ class OrderStore:
         if customer_id:
             where.append("customer_id = ?")
             args.append(customer_id)
-        with self._read() as db:
+        with self._db.read() as db:
             rows = db.execute(
                 f"SELECT {_ORDER_COLUMNS} FROM orders WHERE {' AND '.join(where)}"
                 " ORDER BY seq DESC LIMIT ?",

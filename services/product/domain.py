@@ -7,12 +7,12 @@ in one round trip.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 import secrets
 from dataclasses import dataclass
 
+from mesh import paging
+from mesh.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from mesh.problems import FieldViolation, InvalidArgument
 
 __all__ = [
@@ -32,15 +32,13 @@ __all__ = [
 PRODUCT = "shop.product.v1.Product"
 """Resource type named in NOT_FOUND and ALREADY_EXISTS details."""
 
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 200
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
 NANOS_PER_UNIT = 1_000_000_000
 
 _PRODUCT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
-_TOKEN_PREFIX = "product:"
+_PAGE_KIND = "product"
 
 
 @dataclass(frozen=True)
@@ -142,31 +140,14 @@ def parse_page(page_size: int, page_token: str) -> Page:
     Raises:
         InvalidArgument: a negative size or a token this service did not issue.
     """
-    found = []
-    if page_size < 0:
-        found.append(FieldViolation("page_size", "must not be negative"))
-    after = None
-    if page_token:
-        after = _decode_token(page_token)
-        if after is None:
-            found.append(FieldViolation("page_token", "not a token from a previous response"))
-    if found:
-        raise InvalidArgument(found)
-    size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
-    return Page(size=size, after=after)
+    request = paging.parse_page(page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_product_id)
+    return Page(size=request.size, after=request.cursor)
 
 
 def encode_page_token(last_product_id: str) -> str:
     """The opaque token that resumes listing after `last_product_id`."""
-    return base64.urlsafe_b64encode(f"{_TOKEN_PREFIX}{last_product_id}".encode()).decode()
+    return paging.page_token(_PAGE_KIND, last_product_id)
 
 
-def _decode_token(token: str) -> str | None:
-    try:
-        text = base64.b64decode(token, altchars=b"-_", validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
-    if not text.startswith(_TOKEN_PREFIX):
-        return None
-    product_id = text.removeprefix(_TOKEN_PREFIX)
-    return product_id if _PRODUCT_ID.fullmatch(product_id) else None
+def _is_product_id(cursor: str) -> bool:
+    return _PRODUCT_ID.fullmatch(cursor) is not None

@@ -1,26 +1,20 @@
 """The catalogue's SQLite database, `<data_dir>/product.db`.
 
-Every instance of the service opens the same file, so the database runs in WAL mode
-with a busy timeout, and each write is one short `BEGIN IMMEDIATE` transaction. The
-methods block: call them through `asyncio.to_thread`. One connection per store is
-shared by those threads under a lock.
+Every instance of the service opens the same file through a `mesh.storage.Database`,
+and each write is one short write transaction. The methods block: call them through
+`asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from mesh.problems import AlreadyExists
+from mesh.storage import Database
 from services.product.domain import PRODUCT, Money, Product
 
-__all__ = ["BUSY_TIMEOUT", "ProductStore"]
-
-BUSY_TIMEOUT = 5.0
-"""Seconds a statement waits for another process's write lock before failing."""
+__all__ = ["ProductStore"]
 
 _SCHEMA = (
     """
@@ -43,31 +37,10 @@ class ProductStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(
-            path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        with self._write() as db:
-            for statement in _SCHEMA:
-                db.execute(statement)
+        self._db = Database(path, _SCHEMA)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self._db.close()
 
     def add(self, product: Product) -> None:
         """Store a new product.
@@ -77,7 +50,7 @@ class ProductStore:
         """
         price = product.price
         try:
-            with self._write() as db:
+            with self._db.write() as db:
                 db.execute(
                     f"INSERT INTO products ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
                     (
@@ -94,8 +67,8 @@ class ProductStore:
 
     def get(self, product_id: str) -> Product | None:
         """The product with this id, or None."""
-        with self._lock:
-            row = self._db.execute(
+        with self._db.read() as db:
+            row = db.execute(
                 f"SELECT {_COLUMNS} FROM products WHERE product_id = ?", (product_id,)
             ).fetchone()
         return None if row is None else _product(row)
@@ -103,8 +76,8 @@ class ProductStore:
     def page(self, *, after: str | None, limit: int) -> tuple[list[Product], str | None]:
         """Up to `limit` products in id order, after the id `after` if given, and the id
         to continue after if there are more (else None)."""
-        with self._lock:
-            rows = self._db.execute(
+        with self._db.read() as db:
+            rows = db.execute(
                 f"SELECT {_COLUMNS} FROM products WHERE product_id > ? ORDER BY product_id LIMIT ?",
                 (after or "", limit + 1),
             ).fetchall()

@@ -22,7 +22,9 @@ class Collector(trace_service_pb2_grpc.TraceServiceServicer):
         self.spans: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
 
     async def Export(
-        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.aio.ServicerContext  # type: ignore[type-arg]
+        self,
+        request: trace_service_pb2.ExportTraceServiceRequest,
+        context: grpc.aio.ServicerContext,  # type: ignore[type-arg]
     ) -> trace_service_pb2.ExportTraceServiceResponse:
         for resource_spans in request.resource_spans:
             attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
@@ -54,7 +56,9 @@ async def test_spans_go_to_the_otlp_collector(
 ) -> None:
     received, endpoint = collector
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)  # inherited by the instance
-    config = write_config(tmp_path, etcd_endpoint=etcd.endpoint, certs_dir=certs_dir, replicas={"product": 1})
+    config = write_config(
+        tmp_path, etcd_endpoint=etcd.endpoint, certs_dir=certs_dir, replicas={"product": 1}
+    )
     mesh = MeshHarness(config, etcd.endpoint)
     try:
         await mesh.start()
@@ -65,4 +69,6 @@ async def test_spans_go_to_the_otlp_collector(
             pass
     finally:
         await mesh.aclose()
-    assert not (config.state_dir / "traces" / "product-1.jsonl").exists()  # OTLP instead of the file
+    assert not (
+        config.state_dir / "traces" / "product-1.jsonl"
+    ).exists()  # OTLP instead of the file
