@@ -94,6 +94,13 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         if stored.order_id != order.order_id:
             # A concurrent duplicate of this request stored its order first.
             await self._compensate(order.order_id)
+        else:
+            log.info(
+                "order placed",
+                extra={"order_id": order.order_id, "customer_id": order.customer_id,
+                       "items": len(order.items), "total_units": order.total.units,
+                       "currency": order.total.currency_code},
+            )  # fmt: skip
         return order_pb2.PlaceOrderResponse(order=encode_order(stored))
 
     async def _compensate(self, order_id: str) -> None:

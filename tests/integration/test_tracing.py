@@ -70,6 +70,16 @@ async def test_place_order_spans_share_one_trace_with_parent_links(shop: MeshHar
     def interval(span: dict[str, object]) -> tuple[int, int]:
         return int(str(span["start_unix_nano"])), int(str(span["end_unix_nano"]))
 
+    # The order's business log line carries the same trace and the order span's id.
+    log = shop.config.state_dir / "logs" / "order-1.log"
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    placed = [
+        e for e in entries if e["message"] == "order placed" and e.get("trace_id") == trace_id
+    ]
+    assert len(placed) == 1
+    assert placed[0]["span_id"] == order["span_id"]
+    assert placed[0]["customer_id"] == "tracer"
+
     # The downstream work happens inside the order span.
     for child in (get_product, reserve, product, inventory):
         assert interval(order)[0] <= interval(child)[0] <= interval(child)[1] <= interval(order)[1]
