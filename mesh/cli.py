@@ -25,6 +25,7 @@ from mesh.identity import ensure_certificates
 from mesh.registry import EtcdClient
 from mesh.supervisor import (
     InstanceStatus,
+    MeshAlreadyRunning,
     MeshState,
     Supervisor,
     clear_state,
@@ -153,8 +154,17 @@ async def _up_foreground(config: MeshConfig, timeout: float) -> int:
         loop.add_signal_handler(signum, stop.set)
     supervisor = Supervisor(config, _say)
     _say(f"Starting ShopMesh from {_relative(config.path)}")
+    starting = asyncio.create_task(supervisor.start(timeout))
+    interrupted = asyncio.create_task(stop.wait())
+    await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
+    interrupted.cancel()
+    if not starting.done():  # Ctrl-C while starting: start() stops what it started
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        _say("Stopped before the mesh was ready.")
+        return 130
     try:
-        await supervisor.start(timeout)
+        starting.result()
     except MeshError as error:
         return _fail(str(error))
     try:
@@ -172,9 +182,7 @@ async def _up_foreground(config: MeshConfig, timeout: float) -> int:
 def _up_detached(config: MeshConfig, args: argparse.Namespace) -> int:
     existing = read_state(config.state_dir)
     if existing is not None and existing.supervisor_alive():
-        return _fail(
-            f"a mesh is already running from this folder (pid {existing.supervisor_pid}); run `meshctl down` first"
-        )
+        return _fail(str(MeshAlreadyRunning(existing.supervisor_pid)))
     log_path = config.state_dir / "logs" / "supervisor.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
@@ -187,7 +195,7 @@ def _up_detached(config: MeshConfig, args: argparse.Namespace) -> int:
         "--timeout",
         str(args.timeout),
     ]
-    with log_path.open("ab") as log:
+    with log_path.open("wb") as log:  # this run's log only, so a failure shows its own lines
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
@@ -212,7 +220,11 @@ def _wait_detached_ready(
         if state is not None and state.supervisor_pid == child.pid and state.ready:
             return state
         time.sleep(0.1)
-    child.terminate()
+    child.terminate()  # it stops whatever it started before exiting
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        child.kill()
     return None
 
 

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from mesh.supervisor import free_port
 from tests.e2e.conftest import BIN, Workspace, alive, make_workspace
 
 EXPECTED = {
@@ -151,3 +153,35 @@ def test_certs_are_created_once_then_kept(tmp_path: Path) -> None:
     assert second.stdout.count("kept") == 5
     key = tmp_path / "certs" / "admin.key"
     assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_ctrl_c_while_starting_stops_what_was_started(
+    tmp_path: Path, binaries: dict[str, str]
+) -> None:
+    workspace = make_workspace(tmp_path)
+    document = yaml.safe_load((tmp_path / "mesh.yaml").read_text())
+    document["etcd"]["endpoint"] = f"127.0.0.1:{free_port()}"  # nobody there: never ready
+    (tmp_path / "mesh.yaml").write_text(yaml.safe_dump(document))
+    process = subprocess.Popen(
+        [str(BIN / "meshctl"), "up"], cwd=tmp_path, env=workspace.env(),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        state = tmp_path / ".mesh" / "state.json"
+        deadline = time.monotonic() + 30
+        while not state.exists():  # the instances have been spawned
+            assert time.monotonic() < deadline, "meshctl up never spawned its instances"
+            time.sleep(0.05)
+        pids = workspace.pids()
+        assert len(pids) == 5  # supervisor and four instances; etcd is external here
+
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+        assert process.returncode == 130, output
+        assert "Stopped before the mesh was ready." in output
+        assert not [pid for pid in pids if alive(pid)]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        workspace.kill_leftovers()
