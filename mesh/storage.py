@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = ["BUSY_TIMEOUT", "Database"]
 
@@ -30,26 +31,21 @@ class Database:
     in one write transaction.
 
     Work happens in transactions: `write()` for anything that changes rows, `read()`
-    for consistent reads. The methods block; stores are called through
-    `asyncio.to_thread`, so the one connection is shared by those threads under a lock
-    and transactions of one process never interleave on it.
+    for consistent reads. Each has its own connection and lock. In WAL mode a reader
+    never waits for a writer, so reads are fast enough to run on the event loop itself;
+    a write may wait up to the busy timeout for another process's write lock, so
+    servicers run writes in a worker thread (`asyncio.to_thread`).
     """
 
     def __init__(
         self, path: Path, schema: Sequence[str], *, busy_timeout: float = BUSY_TIMEOUT
     ) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._connection = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._connection.execute("PRAGMA journal_mode = WAL")
-        self._connection.execute("PRAGMA synchronous = NORMAL")
-        self._connection.execute("PRAGMA foreign_keys = ON")
+        self._writer = _Connection(path, busy_timeout)
         with self.write() as db:
             for statement in schema:
                 db.execute(statement)
+        self._reader = _Connection(path, busy_timeout)
 
     def write(self) -> AbstractContextManager[sqlite3.Connection]:
         """A transaction that may change rows: committed if the block ends normally,
@@ -61,24 +57,52 @@ class Database:
         across processes. Waiting for another process's lock is bounded by the busy
         timeout; past it, `sqlite3.OperationalError` ("database is locked").
         """
-        return self._transaction("BEGIN IMMEDIATE")
+        return self._writer.transaction("BEGIN IMMEDIATE")
+
+    def query(self, sql: str, parameters: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """The rows of one SELECT. A single statement is its own consistent snapshot,
+        so it runs without BEGIN/COMMIT: two statements fewer on a hot read path."""
+        return self._reader.query(sql, parameters)
 
     def read(self) -> AbstractContextManager[sqlite3.Connection]:
-        """A read transaction: every statement in the block sees the same snapshot."""
-        return self._transaction("BEGIN")
+        """A read transaction: every statement in the block sees the same snapshot, and
+        it never waits for a writer."""
+        return self._reader.transaction("BEGIN")
 
     def close(self) -> None:
-        """Close the connection; later transactions raise `sqlite3.ProgrammingError`."""
-        with self._lock:
-            self._connection.close()
+        """Close both connections; later transactions raise `sqlite3.ProgrammingError`."""
+        self._reader.close()
+        self._writer.close()
+
+
+class _Connection:
+    """One connection, used by one thread at a time."""
+
+    def __init__(self, path: Path, busy_timeout: float) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA foreign_keys = ON")
 
     @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+    def transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._connection.execute(begin)
+            self._db.execute(begin)
             try:
-                yield self._connection
+                yield self._db
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                self._db.execute("ROLLBACK")
                 raise
-            self._connection.execute("COMMIT")
+            self._db.execute("COMMIT")
+
+    def query(self, sql: str, parameters: Sequence[object]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._db.execute(sql, parameters).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -37,7 +37,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         self, request: inventory_pb2.GetStockRequest, context: Context
     ) -> inventory_pb2.GetStockResponse:
         product_id = domain.validate_product_id(request.product_id)
-        level = await asyncio.to_thread(self._store.stock, product_id)
+        level = self._store.stock(product_id)
         return inventory_pb2.GetStockResponse(stock=encode_stock(level))
 
     async def AdjustStock(
@@ -68,7 +68,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         self, request: inventory_pb2.GetReservationRequest, context: Context
     ) -> inventory_pb2.GetReservationResponse:
         order_id = domain.require_order_id(request.order_id)
-        reservation = await asyncio.to_thread(self._store.reservation, order_id)
+        reservation = self._store.reservation(order_id)
         if reservation is None:
             raise NotFound(domain.RESERVATION, order_id)
         return inventory_pb2.GetReservationResponse(reservation=encode_reservation(reservation))

@@ -72,8 +72,10 @@ class InventoryStore:
 
     def stock(self, product_id: str) -> StockLevel:
         """The product's stock level; zeros if it was never stocked."""
-        with self._db.read() as db:
-            return _levels(db, [product_id]).get(product_id, StockLevel(product_id))
+        rows = self._db.query(
+            "SELECT on_hand, reserved FROM stock WHERE product_id = ?", (product_id,)
+        )
+        return StockLevel(product_id, *rows[0]) if rows else StockLevel(product_id)
 
     def adjust(self, product_id: str, delta: int, reason: str) -> StockLevel:
         """Add `delta` units on hand and record why.

@@ -74,9 +74,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             request.request_id,
         )
         if wanted.request_id:
-            earlier = await asyncio.to_thread(
-                self._store.by_request, wanted.customer_id, wanted.request_id
-            )
+            earlier = self._store.by_request(wanted.customer_id, wanted.request_id)
             if earlier is not None:
                 return order_pb2.PlaceOrderResponse(order=encode_order(earlier))
         prices = await asyncio.gather(
@@ -116,7 +114,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         self, request: order_pb2.GetOrderRequest, context: Context
     ) -> order_pb2.GetOrderResponse:
         order_id = domain.require_order_id(request.order_id)
-        order = await asyncio.to_thread(self._store.get, order_id)
+        order = self._store.get(order_id)
         if order is None:
             raise NotFound(domain.ORDER, order_id)
         return order_pb2.GetOrderResponse(order=encode_order(order))
@@ -125,8 +123,8 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         self, request: order_pb2.ListOrdersRequest, context: Context
     ) -> order_pb2.ListOrdersResponse:
         page = domain.parse_page(request.page_size, request.page_token)
-        orders, cursor = await asyncio.to_thread(
-            self._store.page, customer_id=request.customer_id, before=page.before, limit=page.size
+        orders, cursor = self._store.page(
+            customer_id=request.customer_id, before=page.before, limit=page.size
         )
         return order_pb2.ListOrdersResponse(
             orders=[encode_order(order) for order in orders],

@@ -22,28 +22,41 @@ __all__ = ["ProductServicer", "decode_money", "encode_product"]
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+MAX_REMEMBERED = 100_000
+"""GetProduct answers kept in memory; beyond it, answers are built from the store."""
+
+
 class ProductServicer(product_pb2_grpc.ProductServiceServicer):
-    """The catalogue, backed by a ProductStore."""
+    """The catalogue, backed by a ProductStore.
+
+    Products never change once stored, so GetProduct keeps each answer it gives (the
+    hot path of every order) and never has to forget it. An id not found is looked
+    up again next time: another instance may have created it since.
+    """
 
     def __init__(self, store: ProductStore) -> None:
         self._store = store
+        self._answers: dict[str, product_pb2.GetProductResponse] = {}
 
     async def GetProduct(
         self, request: product_pb2.GetProductRequest, context: Context
     ) -> product_pb2.GetProductResponse:
-        product_id = domain.require_product_id(request.product_id)
-        product = await asyncio.to_thread(self._store.get, product_id)
-        if product is None:
-            raise NotFound(domain.PRODUCT, product_id)
-        return product_pb2.GetProductResponse(product=encode_product(product))
+        answer = self._answers.get(request.product_id)
+        if answer is None:
+            product_id = domain.require_product_id(request.product_id)
+            product = self._store.get(product_id)
+            if product is None:
+                raise NotFound(domain.PRODUCT, product_id)
+            answer = product_pb2.GetProductResponse(product=encode_product(product))
+            if len(self._answers) < MAX_REMEMBERED:
+                self._answers[product_id] = answer
+        return answer
 
     async def ListProducts(
         self, request: product_pb2.ListProductsRequest, context: Context
     ) -> product_pb2.ListProductsResponse:
         page = domain.parse_page(request.page_size, request.page_token)
-        products, last = await asyncio.to_thread(
-            self._store.page, after=page.after, limit=page.size
-        )
+        products, last = self._store.page(after=page.after, limit=page.size)
         return product_pb2.ListProductsResponse(
             products=[encode_product(p) for p in products],
             next_page_token=domain.encode_page_token(last) if last else "",

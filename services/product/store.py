@@ -67,20 +67,18 @@ class ProductStore:
 
     def get(self, product_id: str) -> Product | None:
         """The product with this id, or None."""
-        with self._db.read() as db:
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM products WHERE product_id = ?", (product_id,)
-            ).fetchone()
-        return None if row is None else _product(row)
+        rows = self._db.query(
+            f"SELECT {_COLUMNS} FROM products WHERE product_id = ?", (product_id,)
+        )
+        return _product(rows[0]) if rows else None
 
     def page(self, *, after: str | None, limit: int) -> tuple[list[Product], str | None]:
         """Up to `limit` products in id order, after the id `after` if given, and the id
         to continue after if there are more (else None)."""
-        with self._db.read() as db:
-            rows = db.execute(
-                f"SELECT {_COLUMNS} FROM products WHERE product_id > ? ORDER BY product_id LIMIT ?",
-                (after or "", limit + 1),
-            ).fetchall()
+        rows = self._db.query(
+            f"SELECT {_COLUMNS} FROM products WHERE product_id > ? ORDER BY product_id LIMIT ?",
+            (after or "", limit + 1),
+        )
         products = [_product(row) for row in rows[:limit]]
         more = len(rows) > limit and bool(products)
         return products, (products[-1].product_id if more else None)
