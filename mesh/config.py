@@ -89,7 +89,7 @@ class EtcdSettings:
 
 @dataclass(frozen=True)
 class TelemetrySettings:
-    trace_sample_ratio: float = 1.0
+    trace_sample_ratio: float = 0.01
     log_level: str = "info"
 
 
@@ -367,7 +367,9 @@ def parse_config(document: object, path: Path) -> MeshConfig:
         ),
         client=_client(top.section("client")),
         telemetry=TelemetrySettings(
-            trace_sample_ratio=telemetry.at_least("trace_sample_ratio", float, 1.0, 0),
+            trace_sample_ratio=telemetry.at_least(
+                "trace_sample_ratio", float, TelemetrySettings.trace_sample_ratio, 0
+            ),
             log_level=telemetry.typed("log_level", str, "info"),
         ),
         services=_services(top.section("services")),

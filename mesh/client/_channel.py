@@ -247,7 +247,7 @@ class ServiceChannel:
         started = time.perf_counter()
         stats = self._metrics.method(method) if self._metrics else None
         if stats:
-            stats.started.inc()
+            stats.start()
         code = grpc.StatusCode.UNKNOWN
         try:
             response = await self._attempts(method, make, request, timeout, metadata)
@@ -258,8 +258,7 @@ class ServiceChannel:
             raise
         finally:
             if stats:
-                stats.handled(code).inc()
-                stats.handling.observe(time.perf_counter() - started)
+                stats.finish(code, time.perf_counter() - started)
 
     async def _attempts(
         self,

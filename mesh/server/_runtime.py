@@ -31,7 +31,6 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import (
     aio_client_interceptors,
     aio_server_interceptor,
-    filters,
 )
 from prometheus_client import CollectorRegistry
 
@@ -45,6 +44,7 @@ from mesh.server._interceptor import MeshInterceptor
 from mesh.state import read_state
 from mesh.telemetry import (
     ClientMetrics,
+    HeadSampler,
     MetricsServer,
     ServerMetrics,
     configure_logging,
@@ -58,10 +58,6 @@ log = logging.getLogger("mesh.server")
 ServicerAdder = Callable[[Any, grpc.aio.Server], None]
 Setup = Callable[["Runtime"], Awaitable[None]]
 Cleanup = Callable[[], Awaitable[None] | None]
-
-_UNTRACED = filters.negate(
-    filters.any_of(filters.health_check(), filters.service_prefix("grpc.reflection"))
-)
 
 
 @dataclass(frozen=True)
@@ -134,7 +130,6 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
     provider = tracer_provider(
         service=spec.name,
         instance_id=settings.instance_id,
-        sample_ratio=config.telemetry.trace_sample_ratio,
         otlp_endpoint=settings.otlp_endpoint,
         trace_file=settings.trace_file,
     )
@@ -148,14 +143,14 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
         interceptors=aio_client_interceptors(tracer_provider=provider),  # type: ignore[no-untyped-call]
         metrics=ClientMetrics(registry),
     )
+    interceptor = MeshInterceptor(
+        AuthzTable(config.authz, config.trust_domain, config.namespace),
+        ServerMetrics(registry),
+        tracing=aio_server_interceptor(tracer_provider=provider),  # type: ignore[no-untyped-call]
+        sampler=HeadSampler(config.telemetry.trace_sample_ratio),
+    )
     server = grpc.aio.server(
-        interceptors=[
-            aio_server_interceptor(tracer_provider=provider, filter_=_UNTRACED),  # type: ignore[no-untyped-call]
-            MeshInterceptor(
-                AuthzTable(config.authz, config.trust_domain, config.namespace),
-                ServerMetrics(registry),
-            ),
-        ],
+        interceptors=[interceptor],
         # Without this a second instance could bind the same fixed port and split its traffic.
         options=[("grpc.so_reuseport", 0)],
     )

@@ -10,10 +10,13 @@ from mesh.telemetry._metrics import (
     grpc_type,
     split_method,
 )
+from mesh.telemetry._sampling import UNTRACED_PREFIXES, HeadSampler, parse_traceparent
 from mesh.telemetry._tracing import JsonLinesSpanExporter, span_to_dict, tracer_provider
 
 __all__ = [
+    "UNTRACED_PREFIXES",
     "ClientMetrics",
+    "HeadSampler",
     "JsonFormatter",
     "JsonLinesSpanExporter",
     "MethodMetrics",
@@ -22,6 +25,7 @@ __all__ = [
     "configure_logging",
     "go_code_name",
     "grpc_type",
+    "parse_traceparent",
     "span_to_dict",
     "split_method",
     "tracer_provider",

@@ -7,12 +7,16 @@ cached per method and code: looking them up costs more than incrementing.
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+import bisect
+import itertools
+from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "ClientMetrics",
@@ -66,61 +70,72 @@ def grpc_type(request_streaming: bool, response_streaming: bool) -> str:
     return "server_stream" if response_streaming else "unary"
 
 
-@dataclass
 class MethodMetrics:
-    """Pre-labelled children for one method; handled children are made per code."""
+    """Counts of one method, updated only by the event loop's thread: plain integers,
+    no locks. (prometheus_client's Counter and Histogram take a lock and several
+    Python calls per update, which on a Python gRPC server costs more per call than
+    the whole authorisation check.) A scrape reads them from another thread; each
+    value it reads is whole, and counts only grow, so a scrape is at worst one call
+    behind on some series."""
 
-    started: Counter
-    handling: Histogram
-    _handled: Counter
-    _labels: tuple[str, str, str]
-    _by_code: dict[grpc.StatusCode, Counter] = field(default_factory=dict)
+    __slots__ = ("buckets", "handled", "labels", "started", "total_seconds")
 
-    def handled(self, code: grpc.StatusCode) -> Counter:
-        child = self._by_code.get(code)
-        if child is None:
-            child = self._handled.labels(*self._labels, _GO_CODES[code])
-            self._by_code[code] = child
-        return child
+    def __init__(self, labels: tuple[str, str, str]) -> None:
+        self.labels = labels
+        self.started = 0
+        self.handled: dict[grpc.StatusCode, int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last is +Inf
+        self.total_seconds = 0.0
+
+    def start(self) -> None:
+        self.started += 1
+
+    def finish(self, code: grpc.StatusCode, seconds: float) -> None:
+        self.handled[code] = self.handled.get(code, 0) + 1
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total_seconds += seconds
 
 
-class _RpcFamily:
-    """grpc_<side>_started_total, grpc_<side>_handled_total, grpc_<side>_handling_seconds."""
+class _RpcFamily(Collector):
+    """grpc_<side>_started_total, grpc_<side>_handled_total, grpc_<side>_handling_seconds,
+    built from every method's MethodMetrics at scrape time."""
 
     def __init__(self, registry: CollectorRegistry, side: str, subject: str) -> None:
-        labels = ["grpc_type", "grpc_service", "grpc_method"]
-        self._started = Counter(
-            f"grpc_{side}_started_total", f"RPCs started {subject}.", labels, registry=registry
-        )
-        self._handled = Counter(
-            f"grpc_{side}_handled_total",
-            f"RPCs completed {subject}, regardless of success or failure.",
-            [*labels, "grpc_code"],
-            registry=registry,
-        )
-        self._handling = Histogram(
-            f"grpc_{side}_handling_seconds",
-            f"Latency of RPCs {subject}.",
-            labels,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+        self._side = side
+        self._subject = subject
         self._methods: dict[str, MethodMetrics] = {}
-        self._lock = threading.Lock()
+        registry.register(self)
 
     def method(self, full_method: str, kind: str = "unary") -> MethodMetrics:
         found = self._methods.get(full_method)
         if found is None:
-            with self._lock:
-                labels = (kind, *split_method(full_method))
-                found = MethodMetrics(
-                    started=self._started.labels(*labels),
-                    handling=self._handling.labels(*labels),
-                    _handled=self._handled,
-                    _labels=labels,
-                )
-                self._methods[full_method] = found
+            found = self._methods[full_method] = MethodMetrics((kind, *split_method(full_method)))
         return found
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        side, subject = self._side, self._subject
+        started = CounterMetricFamily(
+            f"grpc_{side}_started_total", f"RPCs started {subject}.", labels=labels
+        )
+        handled = CounterMetricFamily(
+            f"grpc_{side}_handled_total",
+            f"RPCs completed {subject}, regardless of success or failure.",
+            labels=[*labels, "grpc_code"],
+        )
+        handling = HistogramMetricFamily(
+            f"grpc_{side}_handling_seconds", f"Latency of RPCs {subject}.", labels=labels
+        )
+        bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
+        for stats in list(self._methods.values()):
+            started.add_metric(stats.labels, stats.started)
+            for code, count in list(stats.handled.items()):
+                handled.add_metric([*stats.labels, _GO_CODES[code]], count)
+            cumulative = list(itertools.accumulate(stats.buckets))
+            handling.add_metric(
+                stats.labels, list(zip(bounds, cumulative, strict=True)), stats.total_seconds
+            )
+        yield from (started, handled, handling)
 
 
 class ServerMetrics(_RpcFamily):

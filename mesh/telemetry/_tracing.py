@@ -11,7 +11,7 @@ from pathlib import Path
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 from opentelemetry.trace import format_span_id, format_trace_id
 
 __all__ = ["JsonLinesSpanExporter", "span_to_dict", "tracer_provider"]
@@ -63,16 +63,16 @@ def tracer_provider(
     *,
     service: str,
     instance_id: str,
-    sample_ratio: float,
     otlp_endpoint: str | None,
     trace_file: Path | None,
     flush_interval: float = 1.0,
 ) -> TracerProvider:
-    """A provider for one process. Root spans are sampled at `sample_ratio`; child spans
-    follow their parent's decision, so a trace is kept or dropped whole."""
+    """A provider for one process. A span follows its parent's sampling decision; a
+    root span is always recorded, because the HeadSampler has already chosen which
+    inbound calls start traces (sampling again here would square the ratio)."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": service, "service.instance.id": instance_id}),
-        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+        sampler=ParentBased(ALWAYS_ON),
     )
     exporter: SpanExporter | None = None
     if otlp_endpoint:

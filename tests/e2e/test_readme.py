@@ -3,6 +3,7 @@ mesh in README order. A line ending in `# refused: A, B` must fail and mention A
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from dataclasses import dataclass
@@ -82,3 +83,17 @@ def test_readme_commands_work_against_a_live_mesh(tmp_path: Path) -> None:
                 assert word in output, f"{word!r} missing for {line.command}\n{output}"
         else:
             assert code == 0, f"failed ({code}): {line.command}\n{output}\n{result.stderr}"
+    _check_traced_call(tmp_path / ".mesh" / "traces")
+
+
+def _check_traced_call(traces: Path) -> None:
+    """The README's call with a sampled traceparent left spans in all three services."""
+    wanted = re.search(r"traceparent: 00-([0-9a-f]{32})-", (REPO / "README.md").read_text())
+    assert wanted is not None, "the README shows no traced call"
+    services = {
+        span["service"]
+        for path in traces.glob("*.jsonl")
+        for span in map(json.loads, path.read_text().splitlines())
+        if span["trace_id"] == wanted.group(1)
+    }
+    assert services == {"order", "product", "inventory"}

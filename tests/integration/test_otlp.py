@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -63,7 +64,10 @@ async def test_spans_go_to_the_otlp_collector(
     try:
         await mesh.start()
         stub = product_pb2_grpc.ProductServiceStub(mesh.client().channel("product"))
-        await stub.GetProduct(product_pb2.GetProductRequest(product_id="sku-mug"))
+        sampled = f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"  # trace this call
+        await stub.GetProduct(
+            product_pb2.GetProductRequest(product_id="sku-mug"), metadata=[("traceparent", sampled)]
+        )
         wanted = ("product", "/shop.product.v1.ProductService/GetProduct")
         while await asyncio.wait_for(received.spans.get(), 15) != wanted:
             pass

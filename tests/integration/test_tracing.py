@@ -83,3 +83,29 @@ async def test_place_order_spans_share_one_trace_with_parent_links(shop: MeshHar
     # The downstream work happens inside the order span.
     for child in (get_product, reserve, product, inventory):
         assert interval(order)[0] <= interval(child)[0] <= interval(child)[1] <= interval(order)[1]
+
+
+async def test_a_call_its_caller_did_not_sample_leaves_no_spans_but_keeps_its_trace_id(
+    shop: MeshHarness,
+) -> None:
+    stub = order_pb2_grpc.OrderServiceStub(shop.client().channel("order"))
+    item = order_pb2.OrderItem(product_id="sku-mug", quantity=1)
+    unsampled = secrets.token_hex(16)
+    await stub.PlaceOrder(
+        order_pb2.PlaceOrderRequest(customer_id="quiet", items=[item]),
+        metadata=[("traceparent", f"00-{unsampled}-{secrets.token_hex(8)}-00")],
+    )
+    # A sampled call made afterwards is the marker: once its spans are in every file,
+    # anything of the earlier call would have been exported too.
+    marker = secrets.token_hex(16)
+    await stub.PlaceOrder(
+        order_pb2.PlaceOrderRequest(customer_id="marker", items=[item]),
+        metadata=[("traceparent", f"00-{marker}-{secrets.token_hex(8)}-01")],
+    )
+    traces = shop.config.state_dir / "traces"
+    assert len(await _wait_for_spans(traces, marker, 5)) >= 5
+    assert _spans(traces, unsampled) == []
+
+    log = shop.config.state_dir / "logs" / "order-1.log"
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert any(e["message"] == "order placed" and e.get("trace_id") == unsampled for e in entries)

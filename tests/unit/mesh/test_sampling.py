@@ -1,0 +1,103 @@
+"""Head sampling: which inbound calls start or continue a trace, decided once."""
+
+from __future__ import annotations
+
+import contextvars
+import random
+from collections.abc import Sequence
+
+import grpc
+import pytest
+from opentelemetry import trace
+
+from mesh.telemetry import HeadSampler, parse_traceparent
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = "00f067aa0ba902b7"
+
+
+class Details(grpc.HandlerCallDetails):
+    def __init__(self, method: str, metadata: Sequence[tuple[str, str]] = ()) -> None:
+        self.method = method
+        self.invocation_metadata = tuple(metadata)
+
+
+def decide(sampler: HeadSampler, details: Details) -> tuple[bool, trace.SpanContext]:
+    """The decision, and the span context it leaves for the call (in a fresh context,
+    as grpc gives each inbound call)."""
+
+    def run() -> tuple[bool, trace.SpanContext]:
+        return sampler(details), trace.get_current_span().get_span_context()
+
+    return contextvars.Context().run(run)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (f"00-{TRACE}-{PARENT}-01", (int(TRACE, 16), int(PARENT, 16), True)),
+        (f"00-{TRACE}-{PARENT}-00", (int(TRACE, 16), int(PARENT, 16), False)),
+        (f" 00-{TRACE}-{PARENT}-03 ", (int(TRACE, 16), int(PARENT, 16), True)),
+        (f"01-{TRACE}-{PARENT}-01", None),  # unknown version
+        (f"00-{TRACE[:-1]}-{PARENT}-01", None),
+        (f"00-{'0' * 32}-{PARENT}-01", None),  # all-zero trace id is invalid
+        (f"00-{TRACE}-{'0' * 16}-01", None),
+        (f"00-{TRACE}-{PARENT}-zz", None),
+        ("garbage", None),
+    ],
+)
+def test_parse_traceparent(header: str, expected: tuple[int, int, bool] | None) -> None:
+    assert parse_traceparent(header) == expected
+
+
+def test_a_sampled_caller_is_traced_whatever_the_ratio() -> None:
+    sampler = HeadSampler(0.0)
+    traced, _ = decide(sampler, Details("/pkg.S/M", [("traceparent", f"00-{TRACE}-{PARENT}-01")]))
+    assert traced
+
+
+def test_an_unsampled_caller_is_not_traced_but_keeps_its_trace_id() -> None:
+    sampler = HeadSampler(1.0)
+    traced, span = decide(
+        sampler, Details("/pkg.S/M", [("traceparent", f"00-{TRACE}-{PARENT}-00")])
+    )
+    assert not traced
+    assert span.trace_id == int(TRACE, 16)
+    assert span.span_id == int(PARENT, 16)
+    assert not span.trace_flags.sampled  # downstream calls propagate "not sampled"
+
+
+def test_calls_without_a_caller_trace_are_sampled_at_the_ratio() -> None:
+    sampler = HeadSampler(0.25, random.Random(7))
+    decisions = [decide(sampler, Details("/pkg.S/M"))[0] for _ in range(4000)]
+    assert 0.22 < sum(decisions) / len(decisions) < 0.28
+
+
+def test_unsampled_roots_get_distinct_unsampled_trace_ids() -> None:
+    sampler = HeadSampler(0.0, random.Random(1))
+    spans = [decide(sampler, Details("/pkg.S/M"))[1] for _ in range(50)]
+    assert all(span.is_valid and not span.trace_flags.sampled for span in spans)
+    assert len({span.trace_id for span in spans}) == 50
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ],
+)
+def test_health_and_reflection_are_never_traced(method: str) -> None:
+    sampler = HeadSampler(1.0)
+    traced, span = decide(sampler, Details(method, [("traceparent", f"00-{TRACE}-{PARENT}-01")]))
+    assert not traced
+    assert not span.is_valid  # and nothing is attached for them
+
+
+def test_a_malformed_traceparent_counts_as_none() -> None:
+    always, never = HeadSampler(1.0), HeadSampler(0.0)
+    header = [("traceparent", "00-nonsense")]
+    assert decide(always, Details("/pkg.S/M", header))[0]
+    traced, span = decide(never, Details("/pkg.S/M", header))
+    assert not traced
+    assert span.is_valid  # a fresh trace id for the logs
