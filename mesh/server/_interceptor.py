@@ -1,6 +1,6 @@
 """One server interceptor for what every call needs: authorisation by SPIFFE id, RED
-metrics, the deadline handed on to downstream calls, and the one table that turns
-exceptions into gRPC statuses."""
+metrics, the deadline handed on to downstream calls, the one table that turns
+exceptions into gRPC statuses, and the choice of which calls OpenTelemetry traces."""
 
 from __future__ import annotations
 
