@@ -29,7 +29,7 @@ from mesh.client._breaker import Admission, EndpointBreaker
 from mesh.config import ClientPolicy
 from mesh.errors import CircuitOpen, NoEndpoints
 from mesh.registry import Endpoint, EndpointSource
-from mesh.telemetry import ClientMetrics
+from mesh.telemetry import ClientMetrics, activate_unsampled
 
 __all__ = ["ServiceChannel", "is_idempotent"]
 
@@ -244,6 +244,7 @@ class ServiceChannel:
         timeout: float | None,
         metadata: Sequence[tuple[str, str | bytes]] | None,
     ) -> Any:
+        activate_unsampled()  # an untraced inbound call hands its trace id on, as "not sampled"
         started = time.perf_counter()
         stats = self._metrics.method(method) if self._metrics else None
         if stats:
@@ -394,6 +395,7 @@ class _UnaryStream:
         **_: Any,
     ) -> AsyncIterator[Any]:
         owner = self._owner
+        activate_unsampled()
         budget = owner._budget(timeout)
         await owner._first_endpoints(time.monotonic() + budget)
         pick = owner._pick(set())

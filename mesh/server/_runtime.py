@@ -26,7 +26,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import (
     aio_client_interceptors,
@@ -40,7 +40,7 @@ from mesh.config import MeshConfig, ServiceSpec, load_config
 from mesh.errors import MeshError
 from mesh.identity import IdentityFiles, channel_credentials, server_credentials
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration
-from mesh.server._interceptor import MeshInterceptor
+from mesh.server._interceptor import MeshInterceptor, Registrar
 from mesh.state import read_state
 from mesh.telemetry import (
     ClientMetrics,
@@ -55,7 +55,7 @@ __all__ = ["InstanceSettings", "Runtime", "run_service", "serve"]
 
 log = logging.getLogger("mesh.server")
 
-ServicerAdder = Callable[[Any, grpc.aio.Server], None]
+ServicerAdder = Callable[[Any, Any], None]  # add_XServicer_to_server(servicer, server)
 Setup = Callable[["Runtime"], Awaitable[None]]
 Cleanup = Callable[[], Awaitable[None] | None]
 
@@ -85,12 +85,12 @@ class Runtime:
     def __init__(
         self,
         settings: InstanceSettings,
-        server: grpc.aio.Server,
+        registrar: Registrar,
         client: MeshClient,
         tracer: trace.Tracer,
     ) -> None:
         self.settings = settings
-        self.server = server
+        self._registrar = registrar
         self.client = client
         self.tracer = tracer  # for the service's own spans, children of the call's span
         self.service_names: list[str] = []
@@ -109,8 +109,9 @@ class Runtime:
     def add_service(
         self, descriptor: ServiceDescriptor, servicer: object, adder: ServicerAdder
     ) -> None:
-        """Serve `servicer` (health status and reflection follow `descriptor`)."""
-        adder(servicer, self.server)
+        """Serve `servicer` (health status and reflection follow `descriptor`); its
+        handlers are guarded (authz, metrics, deadlines, errors, tracing) as it is added."""
+        adder(servicer, self._registrar)
         self.service_names.append(descriptor.full_name)
 
     def on_close(self, cleanup: Cleanup) -> None:
@@ -150,19 +151,21 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
         sampler=HeadSampler(config.telemetry.trace_sample_ratio),
     )
     server = grpc.aio.server(
-        interceptors=[interceptor],
         # Without this a second instance could bind the same fixed port and split its traffic.
         options=[("grpc.so_reuseport", 0)],
     )
-    runtime = Runtime(settings, server, client, provider.get_tracer(f"services.{spec.name}"))
+    registrar = interceptor.registrar(server)  # handlers are wrapped as they are added
+    runtime = Runtime(settings, registrar, client, provider.get_tracer(f"services.{spec.name}"))
     health = HealthServicer()
     metrics: MetricsServer | None = None
     registration: Registration | None = None
     try:
         await setup(runtime)
-        health_pb2_grpc.add_HealthServicer_to_server(health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(health, registrar)  # type: ignore[arg-type]
         names = [*runtime.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+            reflection.aio.ReflectionServicer([*names, reflection.SERVICE_NAME]), registrar
+        )
         address = f"{config.host}:{settings.port}"
         try:
             port = server.add_secure_port(address, server_credentials(identity))

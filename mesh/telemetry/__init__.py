@@ -10,7 +10,13 @@ from mesh.telemetry._metrics import (
     grpc_type,
     split_method,
 )
-from mesh.telemetry._sampling import UNTRACED_PREFIXES, HeadSampler, parse_traceparent
+from mesh.telemetry._sampling import (
+    UNTRACED_PREFIXES,
+    HeadSampler,
+    activate_unsampled,
+    current_trace_ids,
+    parse_traceparent,
+)
 from mesh.telemetry._tracing import JsonLinesSpanExporter, span_to_dict, tracer_provider
 
 __all__ = [
@@ -22,7 +28,9 @@ __all__ = [
     "MethodMetrics",
     "MetricsServer",
     "ServerMetrics",
+    "activate_unsampled",
     "configure_logging",
+    "current_trace_ids",
     "go_code_name",
     "grpc_type",
     "parse_traceparent",

@@ -7,8 +7,9 @@ import logging
 import sys
 import time
 
-from opentelemetry import trace
 from opentelemetry.trace import format_span_id, format_trace_id
+
+from mesh.telemetry._sampling import current_trace_ids
 
 __all__ = ["JsonFormatter", "configure_logging"]
 
@@ -29,10 +30,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **self._static,
         }
-        context = trace.get_current_span().get_span_context()
-        if context.is_valid:
-            entry["trace_id"] = format_trace_id(context.trace_id)
-            entry["span_id"] = format_span_id(context.span_id)
+        ids = current_trace_ids()
+        if ids is not None:
+            entry["trace_id"] = format_trace_id(ids[0])
+            entry["span_id"] = format_span_id(ids[1])
         entry.update({k: v for k, v in record.__dict__.items() if k not in _RESERVED})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

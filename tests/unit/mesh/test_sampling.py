@@ -10,7 +10,7 @@ import grpc
 import pytest
 from opentelemetry import trace
 
-from mesh.telemetry import HeadSampler, parse_traceparent
+from mesh.telemetry import HeadSampler, activate_unsampled, current_trace_ids, parse_traceparent
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
@@ -23,11 +23,13 @@ class Details(grpc.HandlerCallDetails):
 
 
 def decide(sampler: HeadSampler, details: Details) -> tuple[bool, trace.SpanContext]:
-    """The decision, and the span context it leaves for the call (in a fresh context,
-    as grpc gives each inbound call)."""
+    """The decision, and the span context an outgoing call then carries (in a fresh
+    context, as grpc gives each inbound call)."""
 
     def run() -> tuple[bool, trace.SpanContext]:
-        return sampler(details), trace.get_current_span().get_span_context()
+        traced = sampler(details)
+        activate_unsampled()  # what the mesh client does before an outgoing call
+        return traced, trace.get_current_span().get_span_context()
 
     return contextvars.Context().run(run)
 
@@ -101,3 +103,28 @@ def test_a_malformed_traceparent_counts_as_none() -> None:
     traced, span = decide(never, Details("/pkg.S/M", header))
     assert not traced
     assert span.is_valid  # a fresh trace id for the logs
+
+
+def test_the_ids_of_an_untraced_call_are_known_before_any_span_context_is_built() -> None:
+    sampler = HeadSampler(1.0)
+
+    def run() -> tuple[tuple[int, int] | None, bool]:
+        sampler(Details("/pkg.S/M", [("traceparent", f"00-{TRACE}-{PARENT}-00")]))
+        return current_trace_ids(), trace.get_current_span().get_span_context().is_valid
+
+    ids, built = contextvars.Context().run(run)
+    assert ids == (int(TRACE, 16), int(PARENT, 16))  # what log lines carry
+    assert not built  # OpenTelemetry's context is made only for an outgoing call
+
+
+def test_activation_leaves_a_recording_span_alone() -> None:
+    sampler = HeadSampler(0.0)
+    real = trace.SpanContext(int(TRACE, 16), int(PARENT, 16), is_remote=False)
+
+    def run() -> trace.SpanContext:
+        sampler(Details("/pkg.S/M"))
+        with trace.use_span(trace.NonRecordingSpan(real)):
+            activate_unsampled()
+            return trace.get_current_span().get_span_context()
+
+    assert contextvars.Context().run(run) == real
