@@ -1,0 +1,400 @@
+"""The load generator: N worker processes, each keeping C unary calls in flight.
+
+Each worker (a "spawn" process, so it shares nothing with the driver) runs uvloop and
+one grpc.aio channel per target (plaintext, or mTLS as a mesh identity), and calls a
+target's method with a pre-serialized request through a raw-bytes multicallable (no
+serializers), so the client spends as little as it can per call.
+
+The workers live for the whole run (`LoadPool`): they connect to every target once,
+make one successful call on each, and then measure window after window, each time on
+the target the driver names. Starting them per window would cost a spawn, the gRPC
+import and a TLS handshake each time (~0.5 s per window, 10 s over a default run)
+and measure each window on fresh connections; kept alive, a window only needs its
+warm-up. Between windows a worker's channels stay open and idle.
+
+For each window the driver sends every worker one schedule on the machine-wide
+monotonic clock: load from `start`, measure from `measure_start` to `measure_end`.
+Calls that complete inside the measured window are counted, with their latency;
+warm-up calls and calls still in flight at the end are not. At the window's edges the
+driver reads from /proc the CPU time of the server under load, of each worker, of
+itself, of the idle servers, of each core and of the whole machine, so the report can
+show which side was the limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from bench import cpu
+
+__all__ = ["LoadFailed", "LoadPool", "Target", "Window", "percentile", "worker_main"]
+
+Report = Callable[[str], None]
+
+MAX_ERROR_SAMPLES = 5
+CALL_TIMEOUT = 10.0  # deadline of each call
+CONNECT_TIMEOUT = 30.0  # per target, when a worker starts
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the workers call, and how. Picklable: it crosses into spawned processes."""
+
+    address: str
+    method: str
+    payload: bytes
+    certs_dir: Path | None = None  # None: plaintext; else mTLS as `identity`
+    identity: str = "admin"
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    start: float
+    measure_start: float
+    measure_end: float
+
+
+@dataclass
+class _WorkerResult:
+    calls: int = 0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+
+
+@dataclass
+class Window:
+    """One measured window on one target, all workers merged. CPU figures are CPU
+    seconds over `elapsed`, the time between the two /proc snapshots (which bracket
+    the scheduled `duration` within a few milliseconds)."""
+
+    duration: float  # scheduled measured seconds: calls are counted within them
+    elapsed: float
+    calls: int
+    errors: int
+    error_samples: list[str]
+    latencies: array[float]  # seconds, in no particular order
+    server_cpu: float  # the server under load, all its threads
+    server_loop_ran: float  # its main (asyncio) thread: seconds on a core
+    server_loop_waited: float  # ... and runnable but waiting for its core
+    client_cpu: list[float]  # per load process
+    driver_cpu: float  # this process
+    background_cpu: float  # the idle servers and etcd, together
+    machine_cpu: float  # every process on the machine
+    core_cpu: dict[int, float]  # busy seconds per core
+
+    @property
+    def calls_per_second(self) -> float:
+        return self.calls / self.duration if self.duration > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        """This window alone; CPU in percent of one core."""
+        elapsed = self.elapsed or math.nan
+
+        def pct(seconds: float) -> float:
+            return 100.0 * seconds / elapsed
+
+        ordered = sorted(self.latencies)
+        return {
+            "calls_per_s": self.calls_per_second,
+            "calls": self.calls,
+            "errors": self.errors,
+            "p50_ms": 1000.0 * percentile(ordered, 0.5),
+            "p99_ms": 1000.0 * percentile(ordered, 0.99),
+            "server_cpu_pct": pct(self.server_cpu),
+            "server_loop_thread_ran_pct": pct(self.server_loop_ran),
+            "server_loop_thread_waited_for_cpu_pct": pct(self.server_loop_waited),
+            "server_loop_thread_idle_pct": max(
+                0.0, 100.0 - pct(self.server_loop_ran + self.server_loop_waited)
+            ),
+            "client_cpu_pct": pct(sum(self.client_cpu)),
+            "driver_cpu_pct": pct(self.driver_cpu),
+            "idle_servers_and_etcd_cpu_pct": pct(self.background_cpu),
+            "core_busy_pct": {str(core): pct(busy) for core, busy in self.core_cpu.items()},
+            "other_cpu_pct": pct(self.other_cpu),
+        }
+
+    @property
+    def other_cpu(self) -> float:
+        """Machine minus every process of the benchmark: someone else's work."""
+        ours = self.server_cpu + sum(self.client_cpu) + self.driver_cpu + self.background_cpu
+        return max(0.0, self.machine_cpu - ours)
+
+
+def percentile(ordered: Sequence[float], quantile: float) -> float:
+    """Nearest-rank percentile of an ascending sequence; NaN if empty."""
+    if not ordered:
+        return math.nan
+    rank = max(1, math.ceil(quantile * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+# --- worker side -------------------------------------------------------------------
+
+
+def worker_main(
+    targets: Sequence[Target],
+    concurrency: int,
+    cpus: frozenset[int] | None,
+    conn: Connection,
+) -> None:
+    """Entry point of a worker process: connect to every target, report "ready", then
+    run each (target index, schedule) it is sent and send back ("result",
+    _WorkerResult), until it is sent None. On an error: ("failed", traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops us, even on Ctrl-C
+    if cpus is not None:  # inherited from the driver already; made explicit
+        os.sched_setaffinity(0, cpus)
+    import uvloop
+
+    try:
+        uvloop.run(_work(targets, concurrency, conn))
+    except BaseException:
+        # The driver may be gone (interrupted): then there is nobody to tell.
+        with contextlib.suppress(OSError):
+            conn.send(("failed", traceback.format_exc()))
+    conn.close()
+
+
+async def _work(targets: Sequence[Target], concurrency: int, conn: Connection) -> None:
+    import grpc
+
+    channels: list[Any] = []
+    try:
+        calls: list[Any] = []
+        for target in targets:
+            if target.certs_dir is None:
+                channel = grpc.aio.insecure_channel(target.address)
+            else:
+                from mesh.identity import IdentityFiles, channel_credentials
+
+                credentials = channel_credentials(IdentityFiles(target.certs_dir, target.identity))
+                channel = grpc.aio.secure_channel(target.address, credentials)
+            channels.append(channel)
+            call: Any = channel.unary_unary(target.method)  # no serializers: bytes in and out
+            await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
+            await call(target.payload, timeout=CALL_TIMEOUT)  # fails here if the method does
+            calls.append(call)
+        conn.send(("ready", None))
+        while True:
+            order: tuple[int, _Schedule] | None = await asyncio.to_thread(conn.recv)
+            if order is None:
+                return
+            index, schedule = order
+            await asyncio.sleep(max(0.0, schedule.start - time.monotonic()))
+            result = _WorkerResult()
+            await asyncio.gather(
+                *(
+                    _keep_calling(
+                        calls[index], targets[index].payload, schedule, result, grpc.aio.AioRpcError
+                    )
+                    for _ in range(concurrency)
+                )
+            )
+            conn.send(("result", result))
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+async def _keep_calling(
+    call: Any,
+    payload: bytes,
+    schedule: _Schedule,
+    result: _WorkerResult,
+    rpc_error: type[Exception],
+) -> None:
+    """One of the C call slots: call, record, repeat until the window closes."""
+    clock = time.monotonic
+    measure_start, measure_end = schedule.measure_start, schedule.measure_end
+    latencies = result.latencies
+    while True:
+        started = clock()
+        if started >= measure_end:
+            return
+        try:
+            await call(payload, timeout=CALL_TIMEOUT)
+        except rpc_error as error:
+            ended = clock()
+            if measure_start <= ended < measure_end:
+                result.errors += 1
+                if len(result.error_samples) < MAX_ERROR_SAMPLES:
+                    result.error_samples.append(str(error).replace("\n", " ")[:300])
+            await asyncio.sleep(0.01)  # a failing server must not turn this into a spin
+            continue
+        ended = clock()
+        if measure_start <= ended < measure_end:
+            result.calls += 1
+            latencies.append(ended - started)
+
+
+# --- driver side -------------------------------------------------------------------
+
+
+class LoadFailed(Exception):
+    """A worker could not start, connect, make its first call, or report."""
+
+
+def _receive(conn: Connection, timeout: float, what: str) -> Any:
+    if not conn.poll(timeout):
+        raise LoadFailed(f"no {what} from a load worker within {timeout:.0f}s")
+    try:
+        kind, value = conn.recv()
+    except EOFError:
+        raise LoadFailed(f"a load worker exited before sending {what}") from None
+    if kind == "failed":
+        raise LoadFailed(f"a load worker failed:\n{value}")
+    return value
+
+
+async def _sleep_until(deadline: float, label: str, tick: Callable[[str], None]) -> None:
+    """Sleep to `deadline` (monotonic), ticking a progress line every half second."""
+    total = None
+    while (left := deadline - time.monotonic()) > 0:
+        total = total or left
+        tick(f"{label} {total - left:4.1f}/{total:.1f} s")
+        await asyncio.sleep(min(0.5, left))
+
+
+class LoadPool:
+    """`workers` load processes connected to every target, alive until the pool closes.
+
+    `async with LoadPool(...) as pool:` starts them and waits until each has made a
+    call on every target; `await pool.measure(i, ...)` runs one window on target i.
+    On exit, however it comes (Ctrl-C included), every worker is ended.
+    """
+
+    def __init__(
+        self,
+        targets: Sequence[Target],
+        *,
+        workers: int,
+        concurrency: int,
+        cpus: frozenset[int] | None,
+    ) -> None:
+        self.targets = list(targets)
+        self.workers = workers
+        self.concurrency = concurrency
+        self.cpus = cpus
+        self._processes: list[multiprocessing.process.BaseProcess] = []
+        self._conns: list[Connection] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes if p.pid is not None]
+
+    async def __aenter__(self) -> LoadPool:
+        context = multiprocessing.get_context("spawn")
+        try:
+            for index in range(self.workers):
+                parent, child = context.Pipe()
+                worker = context.Process(
+                    target=worker_main,
+                    args=(self.targets, self.concurrency, self.cpus, child),
+                    name=f"bench-load-{index}",
+                    daemon=True,
+                )
+                worker.start()
+                child.close()
+                self._processes.append(worker)
+                self._conns.append(parent)
+            timeout = CONNECT_TIMEOUT * len(self.targets) + 30
+            for conn in self._conns:
+                await asyncio.to_thread(_receive, conn, timeout, "ready")
+        except BaseException:
+            self._end(asked=False)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._end(asked=kind is None)
+
+    def _end(self, *, asked: bool) -> None:
+        """Ask the workers to close their channels and exit (after a clean run), else
+        terminate them. Ending them also ends any thread still polling their pipes:
+        it then sees the pipe close."""
+        if asked:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.send(None)
+        for process in self._processes:
+            if asked:
+                process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+        for conn in self._conns:
+            conn.close()
+
+    async def measure(
+        self,
+        index: int,
+        *,
+        warmup: float,
+        duration: float,
+        server_pid: int,
+        background_pids: Sequence[int],
+        tick: Callable[[str], None],
+    ) -> Window:
+        """Load target `index` for `warmup` + `duration` seconds from every worker;
+        returns the measured window."""
+        begin = time.monotonic() + 0.02
+        schedule = _Schedule(begin, begin + warmup, begin + warmup + duration)
+        for conn in self._conns:
+            conn.send((index, schedule))
+        driver = os.getpid()
+        workers = self.pids
+        watched = [server_pid, driver, *workers, *background_pids]
+        await _sleep_until(schedule.measure_start, "warm-up  ", tick)
+        before = cpu.snapshot(watched, [server_pid])
+        await _sleep_until(schedule.measure_end, "measuring", tick)
+        after = cpu.snapshot(watched, [server_pid])
+        tick("")
+        results: list[_WorkerResult] = [
+            await asyncio.to_thread(_receive, conn, CALL_TIMEOUT + 30, "results")
+            for conn in self._conns
+        ]
+
+        latencies: array[float] = array("d")
+        for result in results:
+            latencies.extend(result.latencies)
+        ran, waited = before.main_thread_seconds(after, server_pid)
+        return Window(
+            duration=schedule.measure_end - schedule.measure_start,
+            elapsed=after.at - before.at,
+            calls=sum(r.calls for r in results),
+            errors=sum(r.errors for r in results),
+            error_samples=[s for r in results for s in r.error_samples][:MAX_ERROR_SAMPLES],
+            latencies=latencies,
+            server_cpu=before.process_seconds(after, server_pid),
+            server_loop_ran=ran,
+            server_loop_waited=waited,
+            client_cpu=[before.process_seconds(after, pid) for pid in workers],
+            driver_cpu=before.process_seconds(after, driver),
+            background_cpu=sum(before.process_seconds(after, pid) for pid in background_pids),
+            machine_cpu=after.machine - before.machine,
+            core_cpu={
+                core: busy - before.cores.get(core, 0.0) for core, busy in after.cores.items()
+            },
+        )
