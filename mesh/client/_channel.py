@@ -29,6 +29,7 @@ from mesh.client._breaker import Admission, EndpointBreaker
 from mesh.config import ClientPolicy
 from mesh.errors import CircuitOpen, NoEndpoints
 from mesh.registry import Endpoint, EndpointSource
+from mesh.tasks import cancel_and_wait
 from mesh.telemetry import ClientMetrics, activate_unsampled
 
 __all__ = ["ServiceChannel", "is_idempotent"]
@@ -143,7 +144,8 @@ class ServiceChannel:
 
     async def wait_for_endpoints(self, timeout: float) -> None:
         """Wait until the first endpoint set has arrived (it may be empty)."""
-        await asyncio.wait_for(self._ready.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await self._ready.wait()
 
     # -- membership ------------------------------------------------------------------
 
@@ -234,7 +236,8 @@ class ServiceChannel:
     async def _first_endpoints(self, until: float) -> None:
         if not self._ready.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), max(0.0, until - time.monotonic()))
+                async with asyncio.timeout(max(0.0, until - time.monotonic())):
+                    await self._ready.wait()
 
     async def call_unary(
         self,
@@ -322,9 +325,7 @@ class ServiceChannel:
 
     async def close(self) -> None:
         """Stop following endpoints and close every channel."""
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await cancel_and_wait(self._task)
         members, self._members, self._order = list(self._members.values()), {}, []
         await asyncio.gather(
             *(m.channel.close() for m in members), *self._closing, return_exceptions=True

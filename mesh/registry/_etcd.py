@@ -137,7 +137,8 @@ class EtcdClient:
         call = self._lease.LeaseKeepAlive(beats())
         try:
             while True:
-                response = await asyncio.wait_for(call.read(), timeout=interval + self._timeout)
+                async with asyncio.timeout(interval + self._timeout):
+                    response = await call.read()
                 if response is grpc.aio.EOF:
                     raise RegistryUnavailable(
                         f"etcd at {self.endpoint} closed the keepalive stream"

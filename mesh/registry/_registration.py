@@ -10,6 +10,7 @@ from mesh.backoff import Backoff
 from mesh.errors import RegistryUnavailable
 from mesh.registry._etcd import EtcdClient
 from mesh.registry._model import Endpoint, instance_key
+from mesh.tasks import cancel_and_wait
 
 __all__ = ["Registration"]
 
@@ -43,10 +44,16 @@ class Registration:
     def key(self) -> str:
         return self._key
 
+    @property
+    def lease(self) -> int | None:
+        """The lease the key hangs on now (None before start and after close)."""
+        return self._lease
+
     async def start(self, timeout: float = 10.0) -> None:
         """Register, retrying until etcd answers or `timeout` passes, then keep alive."""
         try:
-            await asyncio.wait_for(self._register_until_done(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._register_until_done()
         except TimeoutError:
             raise RegistryUnavailable(
                 f"could not register {self._key} at etcd {self._etcd.endpoint} within {timeout:.0f}s"
@@ -89,9 +96,7 @@ class Registration:
     async def aclose(self, timeout: float = 2.0) -> None:
         """Stop keeping alive and revoke the lease; the key disappears from etcd."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         if self._lease is not None:
             try:

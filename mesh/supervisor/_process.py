@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mesh.errors import MeshError
 
-__all__ = ["find_binary", "free_port", "log_tail", "stop_process"]
+__all__ = ["find_binary", "free_port", "log_tail", "owned_command", "stop_process"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -35,6 +35,15 @@ def find_binary(name: str) -> str:
     return found
 
 
+def owned_command(command: list[str]) -> list[str]:
+    """`command`, made to receive SIGTERM if the process that starts it dies (Linux's
+    parent-death signal, set by util-linux's setpriv before it execs the command), so
+    a supervisor or test run that is killed leaves no orphans behind. Elsewhere, the
+    command as it is."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -48,7 +57,8 @@ async def stop_process(process: asyncio.subprocess.Process, timeout: float) -> i
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGTERM)
         try:
-            await asyncio.wait_for(process.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await process.wait()
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
