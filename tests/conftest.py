@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
 from mesh.errors import MeshError
 from mesh.supervisor import find_binary
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run stopped with SIGTERM (CI's timeout, `timeout`, `kill`) unwinds like Ctrl-C,
+    # so fixtures stop the processes they started.
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @pytest.fixture(autouse=True, scope="session")

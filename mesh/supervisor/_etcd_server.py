@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from mesh.errors import MeshError
-from mesh.supervisor._process import find_binary, free_port, log_tail, stop_process
+from mesh.supervisor._process import find_binary, free_port, log_tail, owned_command, stop_process
 
 __all__ = ["EtcdServer"]
 
@@ -52,7 +52,7 @@ class EtcdServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                find_binary("etcd"),
+                *owned_command([find_binary("etcd")]),
                 "--name",
                 "shopmesh",
                 "--data-dir",

@@ -13,7 +13,7 @@ from mesh.config import MeshConfig, ServiceSpec
 from mesh.errors import MeshError, RegistryUnavailable
 from mesh.registry import Endpoint, EtcdClient, instance_key
 from mesh.supervisor._health import check_health
-from mesh.supervisor._process import log_tail, stop_process
+from mesh.supervisor._process import log_tail, owned_command, stop_process
 
 __all__ = ["InstanceProcess"]
 
@@ -69,7 +69,7 @@ class InstanceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = await asyncio.create_subprocess_exec(
-                *command,
+                *owned_command(command),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
