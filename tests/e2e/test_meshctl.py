@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -184,4 +185,21 @@ def test_ctrl_c_while_starting_stops_what_was_started(
         if process.poll() is None:
             process.kill()
             process.wait()
+        workspace.kill_leftovers()
+
+
+def test_killing_the_supervisor_stops_everything_it_started(
+    tmp_path: Path, binaries: dict[str, str]
+) -> None:
+    workspace = make_workspace(tmp_path)
+    try:
+        assert workspace.meshctl("up", "--detach").returncode == 0
+        pids = workspace.pids()
+        supervisor, children = pids[0], pids[1:]
+        os.kill(supervisor, signal.SIGKILL)  # no chance to clean up
+        deadline = time.monotonic() + 20
+        while [pid for pid in children if alive(pid)]:
+            assert time.monotonic() < deadline, f"orphans: {[p for p in children if alive(p)]}"
+            time.sleep(0.1)
+    finally:
         workspace.kill_leftovers()
