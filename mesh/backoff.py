@@ -21,5 +21,8 @@ class Backoff:
     rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     def delay(self, attempt: int) -> float:
-        base = min(self.maximum, self.initial * self.multiplier ** max(attempt, 0))
+        # The exponent is capped: retry loops count without end while a dependency is
+        # down, and 2.0 ** 1024 overflows a float.
+        exponent = min(max(attempt, 0), 64)
+        base = min(self.maximum, self.initial * self.multiplier**exponent)
         return max(0.0, base * (1 + self.jitter * self.rng.uniform(-1.0, 1.0)))

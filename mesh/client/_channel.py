@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from mesh.client._breaker import Admission, EndpointBreaker
 from mesh.config import ClientPolicy
 from mesh.errors import CircuitOpen, NoEndpoints
 from mesh.registry import Endpoint, EndpointSource
-from mesh.tasks import cancel_and_wait
+from mesh.tasks import cancel_and_wait, start_background
 from mesh.telemetry import ClientMetrics, activate_unsampled
 
 __all__ = ["ServiceChannel", "is_idempotent"]
@@ -110,9 +110,7 @@ class ServiceChannel:
         self._next = 0
         self._ready = asyncio.Event()
         self._closing: set[asyncio.Task[None]] = set()
-        self._task = asyncio.get_running_loop().create_task(
-            self._follow(), name=f"endpoints of {service}"
-        )
+        self._task = start_background(self._follow(), f"endpoints of {service}")
 
     # -- what generated stubs call ------------------------------------------------
 
@@ -189,6 +187,32 @@ class ServiceChannel:
         )
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        if self._metrics is not None:
+            with contextlib.suppress(KeyError):  # a series exists only once a breaker moved
+                self._metrics.breaker_open.remove(self.service, member.endpoint.instance_id)
+
+    @contextlib.contextmanager
+    def _measured(self, method: str, kind: str) -> Iterator[None]:
+        """Count one logical call (retries included) with the code it ended with."""
+        stats = self._metrics.method(method, kind) if self._metrics else None
+        if stats is None:
+            yield
+            return
+        stats.start()
+        started, code = time.perf_counter(), grpc.StatusCode.OK
+        try:
+            yield
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            raise
+        except (asyncio.CancelledError, GeneratorExit):
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            stats.finish(code, time.perf_counter() - started)
 
     # -- picking and calling -------------------------------------------------------
 
@@ -248,21 +272,8 @@ class ServiceChannel:
         metadata: Sequence[tuple[str, str | bytes]] | None,
     ) -> Any:
         activate_unsampled()  # an untraced inbound call hands its trace id on, as "not sampled"
-        started = time.perf_counter()
-        stats = self._metrics.method(method) if self._metrics else None
-        if stats:
-            stats.start()
-        code = grpc.StatusCode.UNKNOWN
-        try:
-            response = await self._attempts(method, make, request, timeout, metadata)
-            code = grpc.StatusCode.OK
-            return response
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-            raise
-        finally:
-            if stats:
-                stats.finish(code, time.perf_counter() - started)
+        with self._measured(method, "unary"):
+            return await self._attempts(method, make, request, timeout, metadata)
 
     async def _attempts(
         self,
@@ -309,7 +320,9 @@ class ServiceChannel:
                     self._metrics.retries.labels(*method.lstrip("/").split("/", 1)).inc()
                 await asyncio.sleep(delay)
                 continue
-            except asyncio.CancelledError:
+            except BaseException:
+                # Cancelled, or failed in this process: nothing learnt about the endpoint,
+                # but a half-open breaker's one trial slot must be given back.
                 member.breaker.abandon(pick.admission)
                 raise
             member.breaker.record(pick.admission, grpc.StatusCode.OK)
@@ -397,24 +410,25 @@ class _UnaryStream:
     ) -> AsyncIterator[Any]:
         owner = self._owner
         activate_unsampled()
-        budget = owner._budget(timeout)
-        await owner._first_endpoints(time.monotonic() + budget)
-        pick = owner._pick(set())
-        channel = pick.member.channel
-        call = channel.unary_stream(
-            self._method,
-            request_serializer=self._serializer,
-            response_deserializer=self._deserializer,
-        )(request, timeout=budget, metadata=metadata)
-        try:
-            async for item in call:
-                yield item
-        except grpc.aio.AioRpcError as error:
-            pick.member.breaker.record(pick.admission, error.code())
-            raise
-        except (asyncio.CancelledError, GeneratorExit):
-            # The consumer went away: that says nothing about the endpoint.
-            pick.member.breaker.abandon(pick.admission)
-            call.cancel()
-            raise
-        pick.member.breaker.record(pick.admission, grpc.StatusCode.OK)
+        with owner._measured(self._method, "server_stream"):
+            budget = owner._budget(timeout)
+            await owner._first_endpoints(time.monotonic() + budget)
+            pick = owner._pick(set())
+            call = pick.member.channel.unary_stream(
+                self._method,
+                request_serializer=self._serializer,
+                response_deserializer=self._deserializer,
+            )(request, timeout=budget, metadata=metadata)
+            try:
+                async for item in call:
+                    yield item
+            except grpc.aio.AioRpcError as error:
+                pick.member.breaker.record(pick.admission, error.code())
+                raise
+            except BaseException:
+                # The consumer went away, or this process failed: nothing learnt about the
+                # endpoint, but a half-open breaker's trial slot must be given back.
+                pick.member.breaker.abandon(pick.admission)
+                call.cancel()
+                raise
+            pick.member.breaker.record(pick.admission, grpc.StatusCode.OK)

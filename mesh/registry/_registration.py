@@ -10,7 +10,7 @@ from mesh.backoff import Backoff
 from mesh.errors import RegistryUnavailable
 from mesh.registry._etcd import EtcdClient
 from mesh.registry._model import Endpoint, instance_key
-from mesh.tasks import cancel_and_wait
+from mesh.tasks import cancel_and_wait, start_background
 
 __all__ = ["Registration"]
 
@@ -58,7 +58,7 @@ class Registration:
             raise RegistryUnavailable(
                 f"could not register {self._key} at etcd {self._etcd.endpoint} within {timeout:.0f}s"
             ) from None
-        self._task = asyncio.create_task(self._maintain(), name=f"registration {self._key}")
+        self._task = start_background(self._maintain(), f"registration {self._key}")
 
     async def _register_once(self) -> None:
         old, self._lease = self._lease, await self._etcd.grant(self._ttl)

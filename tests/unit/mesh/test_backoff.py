@@ -59,3 +59,9 @@ def test_delays_are_never_negative(jitter: float) -> None:
 
     assert min(delays) >= 0.0
     assert max(delays) > 0.0
+
+
+def test_a_huge_attempt_count_does_not_overflow() -> None:
+    # Retry loops count without end while a dependency is down (~17 min to 2 ** 1024).
+    backoff = Backoff(initial=0.1, maximum=1.0, multiplier=2.0, jitter=0.0)
+    assert backoff.delay(5000) == 1.0

@@ -4,6 +4,7 @@ round-robin, membership, skipping failing endpoints, breakers, retries and deadl
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import itertools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
@@ -17,7 +18,7 @@ from shop.inventory.v1 import inventory_pb2  # noqa: F401  (fills the descriptor
 
 from mesh import deadline
 from mesh.backoff import Backoff
-from mesh.client import ServiceChannel, is_idempotent
+from mesh.client import EndpointBreaker, ServiceChannel, is_idempotent
 from mesh.config import BreakerPolicy, ClientPolicy, RetryPolicy
 from mesh.errors import CircuitOpen, NoEndpoints
 from mesh.registry import Endpoint
@@ -105,6 +106,8 @@ class FakeChannel:
         async def call(request: Any, timeout: float | None = None, metadata: Any = None) -> Any:
             instance_id = self.endpoint.instance_id
             self.dialer.calls.append(Call(instance_id, method, request, timeout))
+            if instance_id in self.dialer.crashes:
+                raise RuntimeError("failed in this process, not at the endpoint")
             code = self.dialer.failures.get(instance_id)
             if code is not None:
                 raise rpc_error(code)
@@ -125,6 +128,7 @@ class Dialer:
         self.channels: dict[str, list[FakeChannel]] = {}
         self.calls: list[Call] = []
         self.failures: dict[str, grpc.StatusCode] = {}
+        self.crashes: set[str] = set()
 
     def __call__(self, endpoint: Endpoint) -> Any:
         channel = FakeChannel(endpoint, self)
@@ -671,3 +675,24 @@ async def test_a_passed_inherited_deadline_fails_without_calling(
 )
 def test_is_idempotent_follows_the_proto(method: str, expected: bool) -> None:
     assert is_idempotent(method) is expected
+
+
+async def test_a_trial_call_that_fails_in_this_process_gives_its_slot_back(
+    source: FakeSource, dialer: Dialer, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    now = [dt.datetime.now(dt.UTC)]
+    policy = BreakerPolicy(failure_threshold=1, reset_timeout=10)
+    source.publish(A)
+    channel = await make(
+        breaker_factory=lambda e: EndpointBreaker(e.instance_id, policy, clock=lambda: now[0])
+    )
+    dialer.failures["a"] = grpc.StatusCode.UNAVAILABLE
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call(channel, ADJUST_STOCK)  # opens the breaker
+    now[0] += dt.timedelta(seconds=11)
+    dialer.crashes.add("a")
+    with pytest.raises(RuntimeError):
+        await call(channel, ADJUST_STOCK)  # the trial, lost to a local error
+    dialer.crashes.clear()
+    del dialer.failures["a"]
+    assert await call(channel, ADJUST_STOCK) == "reply from a"  # a new trial is let through

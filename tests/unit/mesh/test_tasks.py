@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
-from mesh.tasks import cancel_and_wait
+import pytest
+
+from mesh.tasks import cancel_and_wait, start_background
 
 
 async def test_a_task_that_swallows_one_cancellation_is_still_ended() -> None:
@@ -27,11 +30,26 @@ async def test_a_task_that_swallows_one_cancellation_is_still_ended() -> None:
     assert swallowed == 1
 
 
-async def test_a_task_that_failed_is_ended_quietly() -> None:
+async def test_the_error_a_task_had_ended_with_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     async def broken() -> None:
         raise RuntimeError("boom")
 
-    task = asyncio.create_task(broken())
+    task = asyncio.create_task(broken(), name="broken")
     await asyncio.sleep(0)
-    await cancel_and_wait(task)
+    with caplog.at_level(logging.WARNING, logger="mesh.tasks"):
+        await cancel_and_wait(task)
     assert isinstance(task.exception(), RuntimeError)
+    assert [r.exc_info[1] for r in caplog.records if r.exc_info] == [task.exception()]
+
+
+async def test_a_background_task_that_dies_is_logged_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def broken() -> None:
+        raise OverflowError("as a float can")
+
+    with caplog.at_level(logging.ERROR, logger="mesh.tasks"):
+        task = start_background(broken(), "doomed")
+        await asyncio.wait({task})
+        await asyncio.sleep(0)  # done callbacks run on the next loop turn
+    assert any(isinstance(r.exc_info[1], OverflowError) for r in caplog.records if r.exc_info)
