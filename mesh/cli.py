@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -23,14 +24,17 @@ from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config
 from mesh.errors import ConfigError, MeshError, RegistryUnavailable
 from mesh.identity import ensure_certificates
 from mesh.registry import EtcdClient
+from mesh.state import SUPERVISOR_MARKERS, etcd_endpoint, process_running
 from mesh.supervisor import (
     InstanceStatus,
     MeshAlreadyRunning,
     MeshState,
     Supervisor,
     clear_state,
+    log_tail,
     mesh_status,
     read_state,
+    relative_path,
 )
 
 __all__ = ["main"]
@@ -45,25 +49,11 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _relative(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 # -- status ---------------------------------------------------------------------------
 
 
-def _etcd_endpoint(config: MeshConfig) -> str | None:
-    if config.etcd.endpoint:
-        return config.etcd.endpoint
-    state = read_state(config.state_dir)
-    return state.etcd_endpoint if state is not None else None
-
-
 async def _status_rows(config: MeshConfig) -> list[InstanceStatus]:
-    endpoint = _etcd_endpoint(config)
+    endpoint = etcd_endpoint(config)
     if endpoint is None:
         raise MeshError("no mesh is running here; start one with `meshctl up`")
     async with EtcdClient(endpoint, timeout=2.0) as etcd:
@@ -91,7 +81,7 @@ def _table(rows: Sequence[InstanceStatus]) -> str:
 
 
 def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
-    certs = _relative(config.certs_dir)
+    certs = relative_path(config.certs_dir)
     tls = f"-cacert {certs}/ca.crt -cert {certs}/{ADMIN_IDENTITY}.crt -key {certs}/{ADMIN_IDENTITY}.key"
     serving: dict[str, str] = {}
     for row in rows:
@@ -109,7 +99,7 @@ def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
                 for s, a in sorted(serving.items())
             ),
             "Inspect: meshctl status [--json]    Stop: meshctl down (or Ctrl-C where meshctl up runs)",
-            f"Logs: {_relative(config.state_dir / 'logs')}/    Traces: {_relative(config.state_dir / 'traces')}/",
+            f"Logs: {relative_path(config.state_dir / 'logs')}/    Traces: {relative_path(config.state_dir / 'traces')}/",
         ]
     )
 
@@ -153,7 +143,7 @@ async def _up_foreground(config: MeshConfig, timeout: float) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     supervisor = Supervisor(config, _say)
-    _say(f"Starting ShopMesh from {_relative(config.path)}")
+    _say(f"Starting ShopMesh from {relative_path(config.path)}")
     starting = asyncio.create_task(supervisor.start(timeout))
     interrupted = asyncio.create_task(stop.wait())
     await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
@@ -199,10 +189,10 @@ def _up_detached(config: MeshConfig, args: argparse.Namespace) -> int:
         child = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
-    _say(f"Starting ShopMesh in the background (pid {child.pid}, log {_relative(log_path)})")
+    _say(f"Starting ShopMesh in the background (pid {child.pid}, log {relative_path(log_path)})")
     state = _wait_detached_ready(config, child, args.timeout + 15)
     if state is None:
-        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+        tail = log_tail(log_path, 20)
         return _fail(f"the mesh did not start:\n{tail}")
     rows = asyncio.run(_status_rows(config))
     _say(_table(rows) + "\n\n" + _how_to_call(config, rows))
@@ -248,20 +238,16 @@ def cmd_down(config: MeshConfig, args: argparse.Namespace) -> int:
 
 def _kill_leftovers(state: MeshState) -> int:
     """Kill what a crashed or stuck supervisor left behind, checking each pid is ours."""
-    expected = {record.pid: record.instance_id for record in state.instances}
+    expected: dict[int, tuple[str, ...]] = {r.pid: (r.instance_id,) for r in state.instances}
     if state.etcd_pid:
-        expected[state.etcd_pid] = "etcd"
-    if state.supervisor_alive():
-        expected[state.supervisor_pid] = "mesh.cli"
+        expected[state.etcd_pid] = ("etcd",)
+    expected[state.supervisor_pid] = SUPERVISOR_MARKERS
     killed = 0
-    for pid, marker in expected.items():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if marker in cmdline:
-            os.kill(pid, signal.SIGKILL)
-            killed += 1
+    for pid, markers in expected.items():
+        if pid != os.getpid() and process_running(pid, markers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
     return killed
 
 
@@ -279,7 +265,7 @@ def cmd_certs(config: MeshConfig, args: argparse.Namespace) -> int:
             else f"{status.name} (spiffe://{config.trust_domain}/ns/{config.namespace}/sa/{status.name})"
         )
         _say(f"{status.action:<8} {name}, valid until {status.not_after:%Y-%m-%d}")
-    _say(f"in {_relative(config.certs_dir)}/")
+    _say(f"in {relative_path(config.certs_dir)}/")
     return 0
 
 
@@ -288,7 +274,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         if args.stage_only:
             names = stage_third_party(layout)
-            _say(f"staged {len(names)} third-party protos in {_relative(layout.third_party)}/")
+            _say(f"staged {len(names)} third-party protos in {relative_path(layout.third_party)}/")
             return 0
         if args.check:
             stale = check(layout)
@@ -302,7 +288,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         written = generate(layout)
     except CodegenError as error:
         return _fail(str(error))
-    _say(f"wrote {len(written)} files to {_relative(layout.generated)}/")
+    _say(f"wrote {len(written)} files to {relative_path(layout.generated)}/")
     return 0
 
 

@@ -9,7 +9,17 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["InstanceRecord", "MeshState", "clear_state", "read_state", "write_state"]
+from mesh.config import MeshConfig
+
+__all__ = [
+    "InstanceRecord",
+    "MeshState",
+    "clear_state",
+    "etcd_endpoint",
+    "process_running",
+    "read_state",
+    "write_state",
+]
 
 STATE_FILE = "state.json"
 
@@ -33,13 +43,46 @@ class MeshState:
     instances: tuple[InstanceRecord, ...] = field(default_factory=tuple)
 
     def supervisor_alive(self) -> bool:
-        try:
-            os.kill(self.supervisor_pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        """Whether the supervisor still runs (not merely whether its pid is taken: after
+        a crash or a reboot the pid may belong to another program)."""
+        return process_running(self.supervisor_pid, SUPERVISOR_MARKERS)
+
+
+SUPERVISOR_MARKERS = ("meshctl", "mesh.cli")
+"""What the command line of a supervisor contains: `meshctl up`, or `python -m
+mesh.cli ... up` for a detached one."""
+
+
+def process_running(pid: int, markers: tuple[str, ...] = ()) -> bool:
+    """Whether `pid` is a live process (not a zombie) whose command line contains one of
+    `markers` (any process, if none are given). Without /proc, only the pid is checked."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    proc = Path(f"/proc/{pid}")
+    if not proc.exists():
         return True
+    try:
+        if proc.joinpath("stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        cmdline = (
+            proc.joinpath("cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return False
+    return not markers or any(marker in cmdline for marker in markers)
+
+
+def etcd_endpoint(config: MeshConfig) -> str | None:
+    """The etcd this mesh uses: the one mesh.yaml names, else the one `meshctl up`
+    started from this folder, else None."""
+    if config.etcd.endpoint:
+        return config.etcd.endpoint
+    state = read_state(config.state_dir)
+    return state.etcd_endpoint if state is not None else None
 
 
 def write_state(state_dir: Path, state: MeshState) -> None:

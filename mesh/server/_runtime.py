@@ -41,7 +41,7 @@ from mesh.errors import MeshError
 from mesh.identity import IdentityFiles, channel_credentials, server_credentials
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration
 from mesh.server._interceptor import MeshInterceptor, Registrar
-from mesh.state import read_state
+from mesh.state import etcd_endpoint
 from mesh.telemetry import (
     ClientMetrics,
     HeadSampler,
@@ -171,7 +171,14 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
             port = server.add_secure_port(address, server_credentials(identity))
         except RuntimeError as error:
             raise MeshError(f"cannot listen on {address}: is the port taken?") from error
-        metrics = MetricsServer(registry, config.host, settings.metrics_port)
+        try:
+            metrics = MetricsServer(registry, config.host, settings.metrics_port)
+        except OSError as error:
+            raise MeshError(
+                f"cannot serve metrics on {config.host}:{settings.metrics_port}: {error.strerror}"
+            ) from error
+        for name in ["", *runtime.service_names]:  # grpc's servicer starts "" as SERVING
+            await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         endpoint = Endpoint(
             service=spec.name,
@@ -243,17 +250,13 @@ def _parse(service: str, argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _etcd_endpoint(config: MeshConfig, flag: str | None) -> str:
-    if flag:
-        return flag
-    if config.etcd.endpoint:
-        return config.etcd.endpoint
-    state = read_state(config.state_dir)
-    if state is None:
+def _etcd(config: MeshConfig, flag: str | None) -> str:
+    endpoint = flag or etcd_endpoint(config)
+    if endpoint is None:
         raise MeshError(
             "no etcd: pass --etcd, set etcd.endpoint in mesh.yaml, or start one with `meshctl up`"
         )
-    return str(state.etcd_endpoint)
+    return endpoint
 
 
 def run_service(service: str, setup: Setup, argv: Sequence[str] | None = None) -> int:
@@ -271,7 +274,7 @@ def run_service(service: str, setup: Setup, argv: Sequence[str] | None = None) -
             instance_id=instance_id,
             port=spec.port if args.port is None else args.port,
             metrics_port=spec.metrics_port if args.metrics_port is None else args.metrics_port,
-            etcd_endpoint=_etcd_endpoint(config, args.etcd),
+            etcd_endpoint=_etcd(config, args.etcd),
             version=args.version or spec.version,
             otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         )

@@ -4,7 +4,7 @@ from mesh.state import InstanceRecord, MeshState, clear_state, read_state, write
 from mesh.supervisor._etcd_server import EtcdServer
 from mesh.supervisor._health import check_health
 from mesh.supervisor._instance import InstanceProcess
-from mesh.supervisor._process import find_binary, free_port, stop_process
+from mesh.supervisor._process import find_binary, free_port, log_tail, relative_path, stop_process
 from mesh.supervisor._status import InstanceStatus, mesh_status
 from mesh.supervisor._supervisor import MeshAlreadyRunning, Supervisor
 
@@ -20,8 +20,10 @@ __all__ = [
     "clear_state",
     "find_binary",
     "free_port",
+    "log_tail",
     "mesh_status",
     "read_state",
+    "relative_path",
     "stop_process",
     "write_state",
 ]

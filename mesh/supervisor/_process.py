@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mesh.errors import MeshError
 
-__all__ = ["find_binary", "free_port", "log_tail", "owned_command", "stop_process"]
+__all__ = ["find_binary", "free_port", "log_tail", "owned_command", "relative_path", "stop_process"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -42,6 +42,14 @@ def owned_command(command: list[str]) -> list[str]:
     command as it is."""
     setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
     return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+
+
+def relative_path(path: Path) -> str:
+    """`path` as a person in the current folder would type it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

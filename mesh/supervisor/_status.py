@@ -4,12 +4,11 @@ started that is not (yet, or any more) registered, each with its live health."""
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import asdict, dataclass
 
 from mesh.config import MeshConfig
 from mesh.registry import Endpoint, EtcdClient, services_root
-from mesh.state import MeshState
+from mesh.state import MeshState, process_running
 from mesh.supervisor._health import check_health
 
 __all__ = ["InstanceStatus", "mesh_status"]
@@ -30,16 +29,6 @@ class InstanceStatus:
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def mesh_status(
@@ -68,7 +57,7 @@ async def mesh_status(
     }
     for record in state.instances if state else ():
         if record.instance_id not in rows:
-            alive = _pid_alive(record.pid)
+            alive = process_running(record.pid, (record.instance_id,))
             rows[record.instance_id] = InstanceStatus(
                 service=record.service,
                 id=record.instance_id,

@@ -11,7 +11,6 @@ import asyncio
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from mesh.config import MeshConfig
 from mesh.errors import MeshError
@@ -20,6 +19,7 @@ from mesh.registry import EtcdClient
 from mesh.state import InstanceRecord, MeshState, clear_state, read_state, write_state
 from mesh.supervisor._etcd_server import EtcdServer
 from mesh.supervisor._instance import InstanceProcess
+from mesh.supervisor._process import relative_path
 
 __all__ = ["MeshAlreadyRunning", "Supervisor"]
 
@@ -61,12 +61,21 @@ class Supervisor:
             await self._start_etcd()
             await self._spawn_all()
             self._save(ready=False)
-            async with EtcdClient(self.etcd_endpoint) as etcd:
-                await asyncio.gather(*(self._wait_ready(etcd, i, timeout) for i in self.instances))
+            await self._wait_all_ready(timeout)
             self._save(ready=True)
         except BaseException:
             await self.stop()
             raise
+
+    async def _wait_all_ready(self, timeout: float) -> None:
+        """Wait for every instance; the first that fails cancels the waits for the others
+        and its error is raised."""
+        try:
+            async with EtcdClient(self.etcd_endpoint) as etcd, asyncio.TaskGroup() as waits:
+                for instance in self.instances:
+                    waits.create_task(self._wait_ready(etcd, instance, timeout))
+        except ExceptionGroup as failures:
+            raise failures.exceptions[0] from None
 
     def _certificates(self) -> None:
         config = self.config
@@ -75,7 +84,9 @@ class Supervisor:
         )
         created = [status.name for status in made if status.action != "kept"]
         detail = f"new: {', '.join(created)}" if created else "all kept"
-        self._report(f"certificates  {_relative(config.certs_dir)}/ ({len(made)} files, {detail})")
+        self._report(
+            f"certificates  {relative_path(config.certs_dir)}/ ({len(made)} files, {detail})"
+        )
 
     async def _start_etcd(self) -> None:
         if self.etcd_endpoint:
@@ -88,8 +99,8 @@ class Supervisor:
             log_path=self.config.state_dir / "logs" / "etcd.log",
         )
         started = time.monotonic()
+        self._etcd_server = server  # before it starts: stop() must see it if start is cut short
         await server.start()
-        self._etcd_server = server
         self.etcd_endpoint = server.endpoint
         self._report(f"etcd          {server.endpoint} ({time.monotonic() - started:.1f}s)")
 
@@ -104,8 +115,8 @@ class Supervisor:
                     port=spec.port + index if spec.port else 0,
                     metrics_port=spec.metrics_port + index if spec.metrics_port else 0,
                 )
+                self.instances.append(instance)  # before it starts, as for etcd above
                 await instance.start()
-                self.instances.append(instance)
                 self._watchers.append(asyncio.create_task(self._watch(instance)))
 
     async def _wait_ready(
@@ -120,7 +131,7 @@ class Supervisor:
         code = await instance.wait()
         if not self._stopping:
             self._report(
-                f"! {instance.instance_id} exited with code {code}; see {_relative(instance.log_path)}"
+                f"! {instance.instance_id} exited with code {code}; see {relative_path(instance.log_path)}"
             )
 
     def _save(self, *, ready: bool) -> None:
@@ -159,10 +170,3 @@ class Supervisor:
         state = read_state(self.config.state_dir)
         if state is not None and state.supervisor_pid == os.getpid():
             clear_state(self.config.state_dir)
-
-
-def _relative(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
