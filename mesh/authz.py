@@ -34,19 +34,11 @@ class AuthzTable:
         self._rules = tuple(rules)
         self._trust_domain = trust_domain
         self._namespace = namespace
-        self._cache: dict[tuple[str, str], Decision] = {}
 
     def check(self, spiffe_uri: str | None, method: str) -> Decision:
-        """Decide whether the peer with `spiffe_uri` may call `method`."""
-        key = (spiffe_uri or "", method)
-        decision = self._cache.get(key)
-        if decision is None:
-            decision = self._decide(spiffe_uri, method.lstrip("/"))
-            if len(self._cache) < 4096:
-                self._cache[key] = decision
-        return decision
-
-    def _decide(self, spiffe_uri: str | None, method: str) -> Decision:
+        """Decide whether the peer with `spiffe_uri` may call `method`. (The server
+        keeps each method's decisions per caller; this is the slow path.)"""
+        method = method.lstrip("/")
         if not spiffe_uri:
             return Decision(False, "<none>", "the client certificate has no SPIFFE id")
         try:

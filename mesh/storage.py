@@ -32,7 +32,8 @@ class Database:
 
     Work happens in transactions: `write()` for anything that changes rows, `read()`
     for consistent reads. Each has its own connection and lock. In WAL mode a reader
-    never waits for a writer, so reads are fast enough to run on the event loop itself;
+    does not wait for a writer (only, rarely, for recovery after a crash), so reads are
+    fast enough to run on the event loop itself;
     a write may wait up to the busy timeout for another process's write lock, so
     servicers run writes in a worker thread (`asyncio.to_thread`).
     """

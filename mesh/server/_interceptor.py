@@ -24,7 +24,7 @@ from opentelemetry.trace import format_trace_id
 from mesh import deadline
 from mesh.authz import AuthzTable, Decision
 from mesh.problems import Problem
-from mesh.telemetry import UNTRACED_PREFIXES, HeadSampler, MethodMetrics, ServerMetrics, grpc_type
+from mesh.telemetry import HeadSampler, MethodMetrics, ServerMetrics, grpc_type
 
 __all__ = ["MeshInterceptor", "Registrar"]
 
@@ -86,8 +86,7 @@ class _Guard:
         self.stats = stats
         self.authz = authz
         self.tracing = tracing
-        traceable = not method.startswith(UNTRACED_PREFIXES)
-        self.decide = sampler.decide if tracing and sampler and traceable else None
+        self.decide = sampler.decide if tracing and sampler else None
         # The caller's SANs, as grpc hands them over, -> the decision for this method.
         self._decisions: dict[tuple[bytes, ...], Decision] = {}
 

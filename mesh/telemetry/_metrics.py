@@ -1,8 +1,8 @@
 """Prometheus metrics with the names and labels of Go's grpc-prometheus.
 
 grpc_code values are Go's code names ("OK", "NotFound", "Unavailable"), so existing
-dashboards and alerts written for grpc-prometheus work unchanged. Label children are
-cached per method and code: looking them up costs more than incrementing.
+dashboards and alerts written for grpc-prometheus work unchanged. The RPC families are
+plain per-method counters behind a Prometheus collector (see MethodMetrics).
 """
 
 from __future__ import annotations
@@ -74,9 +74,9 @@ class MethodMetrics:
     """Counts of one method, updated only by the event loop's thread: plain integers,
     no locks. (prometheus_client's Counter and Histogram take a lock and several
     Python calls per update, which on a Python gRPC server costs more per call than
-    the whole authorisation check.) A scrape reads them from another thread; each
-    value it reads is whole, and counts only grow, so a scrape is at worst one call
-    behind on some series."""
+    the whole authorisation check.) A scrape reads them from another thread: each value
+    it reads is whole and counts only grow, but the series are read one after another,
+    so one scrape may count a call in one series and not yet in the next."""
 
     __slots__ = ("buckets", "handled", "labels", "started", "total_seconds")
 

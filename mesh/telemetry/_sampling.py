@@ -18,7 +18,6 @@ import random
 from collections.abc import Iterable
 from contextvars import ContextVar
 
-import grpc
 from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
@@ -86,10 +85,6 @@ class HeadSampler:
             trace_id, span_id = (bits >> 64) or 1, (bits & _SPAN_ID_MASK) or 1
         _unsampled.set((trace_id, span_id))
         return False
-
-    def __call__(self, details: grpc.HandlerCallDetails) -> bool:
-        """The same decision, as a filter for OpenTelemetry's grpc server interceptor."""
-        return self.decide(details.method, details.invocation_metadata)
 
 
 def current_trace_ids() -> tuple[int, int] | None:

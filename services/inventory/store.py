@@ -5,7 +5,8 @@ The service's instances are separate processes sharing this file through a
 takes the write lock before reading: that is what makes a reservation all-or-nothing
 across processes. CHECK constraints restate the invariant (0 <= reserved <= on_hand).
 
-The methods block: call them through `asyncio.to_thread`.
+Reads are quick and never wait for a writer: call them on the event loop. Writes may
+wait for another instance's write lock: call them through `asyncio.to_thread`.
 """
 
 from __future__ import annotations

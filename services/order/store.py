@@ -5,7 +5,8 @@ short write transaction. A unique index on (customer_id, request_id) makes the
 caller's idempotency key hold even for concurrent duplicates: only one insert can win,
 and `add` hands the loser the winner's order.
 
-The methods block: call them through `asyncio.to_thread`.
+Reads are quick and never wait for a writer: call them on the event loop. Writes may
+wait for another instance's write lock: call them through `asyncio.to_thread`.
 """
 
 from __future__ import annotations

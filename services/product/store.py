@@ -1,8 +1,8 @@
 """The catalogue's SQLite database, `<data_dir>/product.db`.
 
 Every instance of the service opens the same file through a `mesh.storage.Database`,
-and each write is one short write transaction. The methods block: call them through
-`asyncio.to_thread`.
+and each write is one short write transaction. Reads are quick and never wait for a writer: call them on the event loop. Writes may
+wait for another instance's write lock: call them through `asyncio.to_thread`.
 """
 
 from __future__ import annotations

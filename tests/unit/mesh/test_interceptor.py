@@ -88,18 +88,25 @@ class Mesh:
         return sample or 0.0
 
 
-@pytest.fixture(scope="module")
-async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Mesh]:
+@pytest.fixture(scope="module", params=["registrar", "interceptor"])
+async def mesh(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> AsyncIterator[Mesh]:
+    """One server per way of wiring the guard: through a Registrar as the runtime does
+    (handlers wrapped as they are added), and as an ordinary grpc.aio interceptor."""
     certs: Path = tmp_path_factory.mktemp("certs")
     ensure_certificates(certs, DOMAIN, NAMESPACE, ["svc", "admin", "stranger"])
     registry = CollectorRegistry()
     authz = AuthzTable([AuthzRule(("admin",), (f"{HEALTH}/*",))], DOMAIN, NAMESPACE)
+    guard = MeshInterceptor(authz, ServerMetrics(registry))
+    as_interceptor = request.param == "interceptor"
     server = grpc.aio.server(
-        interceptors=[MeshInterceptor(authz, ServerMetrics(registry))],
-        options=[("grpc.so_reuseport", 0)],
+        interceptors=[guard] if as_interceptor else None, options=[("grpc.so_reuseport", 0)]
     )
     servicer = ScriptedHealth()
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(
+        servicer, server if as_interceptor else guard.registrar(server)
+    )
     port = server.add_secure_port("127.0.0.1:0", server_credentials(IdentityFiles(certs, "svc")))
     await server.start()
     world = Mesh(registry, servicer)

@@ -27,7 +27,7 @@ def decide(sampler: HeadSampler, details: Details) -> tuple[bool, trace.SpanCont
     context, as grpc gives each inbound call)."""
 
     def run() -> tuple[bool, trace.SpanContext]:
-        traced = sampler(details)
+        traced = sampler.decide(details.method, details.invocation_metadata)
         activate_unsampled()  # what the mesh client does before an outgoing call
         return traced, trace.get_current_span().get_span_context()
 
@@ -109,7 +109,7 @@ def test_the_ids_of_an_untraced_call_are_known_before_any_span_context_is_built(
     sampler = HeadSampler(1.0)
 
     def run() -> tuple[tuple[int, int] | None, bool]:
-        sampler(Details("/pkg.S/M", [("traceparent", f"00-{TRACE}-{PARENT}-00")]))
+        sampler.decide("/pkg.S/M", [("traceparent", f"00-{TRACE}-{PARENT}-00")])
         return current_trace_ids(), trace.get_current_span().get_span_context().is_valid
 
     ids, built = contextvars.Context().run(run)
@@ -122,7 +122,7 @@ def test_activation_leaves_a_recording_span_alone() -> None:
     real = trace.SpanContext(int(TRACE, 16), int(PARENT, 16), is_remote=False)
 
     def run() -> trace.SpanContext:
-        sampler(Details("/pkg.S/M"))
+        sampler.decide("/pkg.S/M", ())
         with trace.use_span(trace.NonRecordingSpan(real)):
             activate_unsampled()
             return trace.get_current_span().get_span_context()
