@@ -49,6 +49,33 @@ class Workspace:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    @contextlib.contextmanager
+    def foreground_up(self) -> Iterator[subprocess.Popen[str]]:
+        """`meshctl up` in the foreground, output in a pipe; killed, with whatever it
+        started, if still running at the end."""
+        process = subprocess.Popen(
+            [str(BIN / "meshctl"), "up"], cwd=self.root, env=self.env(),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            self.kill_leftovers()
+
+    @contextlib.contextmanager
+    def detached_up(self) -> Iterator[list[int]]:
+        """`meshctl up --detach`; yields the pids it recorded (supervisor first) and
+        kills whatever is left at the end."""
+        try:
+            started = self.meshctl("up", "--detach")
+            assert started.returncode == 0, started.stdout + started.stderr
+            yield self.pids()
+        finally:
+            self.kill_leftovers()
+
 
 def make_workspace(root: Path, **service_overrides: dict[str, object]) -> Workspace:
     """root/mesh.yaml: the repo's, with every port free and the state kept in root."""

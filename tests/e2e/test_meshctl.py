@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mesh.supervisor import free_port
-from tests.e2e.conftest import BIN, Workspace, alive, make_workspace
+from tests.e2e.conftest import Workspace, alive, make_workspace
 
 EXPECTED = {
     ("product", "product-1"),
@@ -68,9 +68,7 @@ def test_down_stops_every_process_and_is_idempotent(
     tmp_path: Path, binaries: dict[str, str]
 ) -> None:
     workspace = make_workspace(tmp_path)
-    try:
-        assert workspace.meshctl("up", "--detach").returncode == 0
-        pids = workspace.pids()
+    with workspace.detached_up() as pids:
         assert len(pids) == 6  # supervisor, etcd, four instances
 
         result = workspace.meshctl("down")
@@ -84,19 +82,12 @@ def test_down_stops_every_process_and_is_idempotent(
         status = workspace.meshctl("status")
         assert status.returncode == 1
         assert "no mesh is running" in status.stderr
-    finally:
-        workspace.kill_leftovers()
 
 
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, binaries: dict[str, str]) -> None:
     workspace = make_workspace(tmp_path)
-    process = subprocess.Popen(
-        [str(BIN / "meshctl"), "up"],
-        cwd=tmp_path, env=workspace.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
     output: list[str] = []
-    pids: list[int] = []
-    try:
+    with workspace.foreground_up() as process:
         assert process.stdout is not None
         deadline = time.monotonic() + 90
         for line in process.stdout:
@@ -114,11 +105,6 @@ def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, binaries: dict
         assert process.returncode == 0, "".join(output)
         assert "Stopped." in rest
         assert not [pid for pid in pids if alive(pid)]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        workspace.kill_leftovers()
 
 
 def test_a_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
@@ -163,11 +149,7 @@ def test_ctrl_c_while_starting_stops_what_was_started(
     document = yaml.safe_load((tmp_path / "mesh.yaml").read_text())
     document["etcd"]["endpoint"] = f"127.0.0.1:{free_port()}"  # nobody there: never ready
     (tmp_path / "mesh.yaml").write_text(yaml.safe_dump(document))
-    process = subprocess.Popen(
-        [str(BIN / "meshctl"), "up"], cwd=tmp_path, env=workspace.env(),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    try:
+    with workspace.foreground_up() as process:
         state = tmp_path / ".mesh" / "state.json"
         deadline = time.monotonic() + 30
         while not state.exists():  # the instances have been spawned
@@ -181,25 +163,16 @@ def test_ctrl_c_while_starting_stops_what_was_started(
         assert process.returncode == 130, output
         assert "Stopped before the mesh was ready." in output
         assert not [pid for pid in pids if alive(pid)]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        workspace.kill_leftovers()
 
 
 def test_killing_the_supervisor_stops_everything_it_started(
     tmp_path: Path, binaries: dict[str, str]
 ) -> None:
     workspace = make_workspace(tmp_path)
-    try:
-        assert workspace.meshctl("up", "--detach").returncode == 0
-        pids = workspace.pids()
+    with workspace.detached_up() as pids:
         supervisor, children = pids[0], pids[1:]
         os.kill(supervisor, signal.SIGKILL)  # no chance to clean up
         deadline = time.monotonic() + 20
         while [pid for pid in children if alive(pid)]:
             assert time.monotonic() < deadline, f"orphans: {[p for p in children if alive(p)]}"
             time.sleep(0.1)
-    finally:
-        workspace.kill_leftovers()
