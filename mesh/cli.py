@@ -161,7 +161,7 @@ async def _up_foreground(config: MeshConfig, timeout: float) -> int:
         rows = await _status_rows(config)
         _say("\n" + _table(rows) + "\n\n" + _how_to_call(config, rows))
         _say("\nRunning. Press Ctrl-C to stop every process.")
-        await supervisor.wait(stop)
+        await stop.wait()
         _say("Stopping...")
     finally:
         await supervisor.stop()

@@ -35,7 +35,8 @@ class MeshAlreadyRunning(MeshError):
 
 
 class Supervisor:
-    """Start with `start()`, wait with `wait()`, end with `stop()` (always call it)."""
+    """Start with `start()`, end with `stop()` (always call it). An instance that dies
+    meanwhile is reported, not restarted."""
 
     def __init__(self, config: MeshConfig, report: Report) -> None:
         self.config = config
@@ -149,10 +150,6 @@ class Supervisor:
         etcd_pid = self._etcd_server.pid if self._etcd_server else None
         state = MeshState(os.getpid(), self.etcd_endpoint, etcd_pid, ready, records)
         write_state(self.config.state_dir, state)
-
-    async def wait(self, stop: asyncio.Event) -> None:
-        """Block until `stop` is set (a signal); instances that die are reported, not restarted."""
-        await stop.wait()
 
     async def stop(self) -> None:
         """Stop every instance (gracefully, in parallel), then etcd; forget the state."""
