@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 
-from mesh import deadline
+from mesh import inbound
 from mesh.backoff import Backoff
 from mesh.client._breaker import Admission, EndpointBreaker
 from mesh.config import ClientPolicy
@@ -253,7 +253,7 @@ class ServiceChannel:
         raise NoEndpoints(self.service)
 
     def _budget(self, timeout: float | None) -> float:
-        inherited = deadline.remaining()
+        inherited = inbound.remaining()
         budgets = [b for b in (timeout, inherited) if b is not None]
         return min(budgets) if budgets else self._policy.timeout
 

@@ -11,6 +11,7 @@ interceptor. The same wrapper also works as an ordinary server interceptor.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import time
@@ -18,13 +19,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeAlias
 
 import grpc
-from opentelemetry import trace
 from opentelemetry.trace import format_trace_id
 
-from mesh import deadline
+from mesh import inbound
 from mesh.authz import AuthzTable, Decision
 from mesh.problems import Problem
-from mesh.telemetry import HeadSampler, MethodMetrics, ServerMetrics, grpc_type
+from mesh.telemetry import (
+    HeadSampler,
+    MethodMetrics,
+    ServerMetrics,
+    current_trace_ids,
+    grpc_type,
+)
 
 __all__ = ["MeshInterceptor", "Registrar"]
 
@@ -72,6 +78,10 @@ class _Guard:
     NOTE: grpc.aio's context.abort() sends the status before it raises, so a call is
     counted before we abort it; otherwise a caller could see its error before /metrics
     does. (A servicer that calls context.abort() itself is counted just after.)
+
+    A call is admitted (authorised, counted) before it is sampled, so a denied caller
+    never gets a span; a traced call then runs the same handler again inside
+    OpenTelemetry's span, with `admitted_at` set.
     """
 
     def __init__(
@@ -86,26 +96,39 @@ class _Guard:
         self.stats = stats
         self.authz = authz
         self.tracing = tracing
-        self.decide = sampler.decide if tracing and sampler else None
+        self.decide = (
+            sampler.decide
+            if tracing is not None and sampler is not None and sampler.covers(method)
+            else None
+        )
         # The caller's SANs, as grpc hands them over, -> the decision for this method.
-        self._decisions: dict[tuple[bytes, ...], Decision] = {}
+        self.decisions: dict[tuple[bytes, ...], Decision] = {}
 
     def record(self, code: grpc.StatusCode, started: float) -> None:
         self.stats.finish(code, time.perf_counter() - started)
 
+    def authorise(self, sans: tuple[bytes, ...]) -> Decision:
+        """The decision for a caller not yet cached."""
+        decision = self.authz.check(_caller(sans), self.method)
+        if len(self.decisions) < 1024:
+            self.decisions[sans] = decision
+        return decision
+
     def admit(self, context: Context) -> Decision:
-        """Count the call start; if the caller may call this method, hand its deadline
-        on to downstream calls."""
+        """Count the call's start and decide whether its caller may make it."""
         self.stats.start()
         sans = tuple(context.peer_identities() or ())
-        decision = self._decisions.get(sans)
-        if decision is None:
-            decision = self.authz.check(_caller(sans), self.method)
-            if len(self._decisions) < 1024:
-                self._decisions[sans] = decision
-        if decision.allowed:
-            deadline.inherit_from(context)
-        return decision
+        return self.decisions.get(sans) or self.authorise(sans)
+
+    def sample(self, context: Context) -> bool:
+        """Whether the admitted call is traced; records it, with the trace it belongs
+        to, for the calls it makes downstream."""
+        found = self.decide(context.invocation_metadata()) if self.decide else None
+        if found is True:
+            inbound.enter(context)  # OpenTelemetry's span will carry the trace
+            return True
+        inbound.enter(context, found)
+        return False
 
     async def deny(self, decision: Decision, context: Context, started: float) -> None:
         self.record(grpc.StatusCode.PERMISSION_DENIED, started)
@@ -132,8 +155,8 @@ class _Guard:
             code, message = error.code(), f"a dependency failed: {error.details()}"
         else:
             log.exception("unhandled error in %s", self.method)
-            span = trace.get_current_span().get_span_context()
-            ref = f" (trace {format_trace_id(span.trace_id)})" if span.is_valid else ""
+            ids = current_trace_ids()  # the trace its log line carries
+            ref = f" (trace {format_trace_id(ids[0])})" if ids else ""
             code, message = grpc.StatusCode.INTERNAL, f"internal error{ref}"
         self.record(code, started)
         await context.abort(code, message, trailing_metadata=trailing)
@@ -142,69 +165,70 @@ class _Guard:
         code = context.code()  # a servicer may set a code and return normally
         self.record(code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.OK, started)
 
-    async def traced(self, guarded: Handler, context: Context) -> Handler:
-        """`guarded` inside OpenTelemetry's span, for a call chosen to be traced."""
+    async def traced(
+        self, handler: Handler, behavior: Callable[..., Any], context: Context
+    ) -> Callable[..., Any]:
+        """`behavior` (of `handler`'s kind) inside OpenTelemetry's span."""
         assert self.tracing is not None
 
         async def inner(_: grpc.HandlerCallDetails) -> Handler:
-            return guarded
+            return _like(handler, behavior)
 
         details = _CallDetails(self.method, context.invocation_metadata() or ())
-        handler = await self.tracing.intercept_service(inner, details)
-        assert handler is not None
-        return handler
+        wrapped = await self.tracing.intercept_service(inner, details)
+        assert wrapped is not None
+        return _behavior(wrapped)
 
     def unary(self, handler: Handler, behavior: Callable[..., Awaitable[Any]]) -> Handler:
-        decide = self.decide
-
-        def make(trace_some: bool) -> Callable[..., Awaitable[Any]]:
-            async def handle(request: Any, context: Context) -> Any:
-                if trace_some and decide and decide(self.method, context.invocation_metadata()):
-                    traced = await self.traced(guarded, context)
-                    return await _behavior(traced)(request, context)
+        async def handle(request: Any, context: Context, admitted_at: float | None = None) -> Any:
+            if admitted_at is None:
                 started = time.perf_counter()
                 decision = self.admit(context)
                 if not decision.allowed:
                     await self.deny(decision, context, started)
-                try:
-                    response = await behavior(request, context)
-                except (Exception, asyncio.CancelledError) as error:
-                    await self.fail(error, context, started)
-                self.succeeded(context, started)
-                return response
+                if self.sample(context):
+                    inner = functools.partial(handle, admitted_at=started)
+                    return await (await self.traced(handler, inner, context))(request, context)
+            else:
+                started = admitted_at
+            try:
+                response = await behavior(request, context)
+            except (Exception, asyncio.CancelledError) as error:
+                await self.fail(error, context, started)
+            self.succeeded(context, started)
+            return response
 
-            return handle
-
-        guarded = _like(handler, make(trace_some=False))
-        return _like(handler, make(trace_some=True))
+        return _like(handler, handle)
 
     def streaming(self, handler: Handler, behavior: Callable[..., Any]) -> Handler:
         if not inspect.isasyncgenfunction(behavior):
             return self.unary(handler, behavior)  # a coroutine that writes with context.write()
-        decide = self.decide
 
-        def make(trace_some: bool) -> Callable[..., AsyncIterator[Any]]:
-            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
-                if trace_some and decide and decide(self.method, context.invocation_metadata()):
-                    traced = await self.traced(guarded, context)
-                    async for item in _behavior(traced)(request, context):
-                        yield item
-                    return
+        async def stream(
+            request: Any, context: Context, admitted_at: float | None = None
+        ) -> AsyncIterator[Any]:
+            if admitted_at is None:
                 started = time.perf_counter()
                 decision = self.admit(context)
                 if not decision.allowed:
                     await self.deny(decision, context, started)
-                try:
-                    async for item in behavior(request, context):
+                if self.sample(context):
+                    inner = functools.partial(stream, admitted_at=started)
+                    async for item in (await self.traced(handler, inner, context))(
+                        request, context
+                    ):
                         yield item
-                except (Exception, asyncio.CancelledError, GeneratorExit) as error:
-                    await self.fail(error, context, started)
-                self.succeeded(context, started)
+                    return
+            else:
+                started = admitted_at
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except (Exception, asyncio.CancelledError, GeneratorExit) as error:
+                await self.fail(error, context, started)
+            self.succeeded(context, started)
 
-            return stream
-
-        guarded = _like(handler, make(trace_some=False))
-        return _like(handler, make(trace_some=True))
+        return _like(handler, stream)
 
 
 def _behavior(handler: Handler) -> Callable[..., Any]:

@@ -8,6 +8,8 @@ import secrets
 import time
 from pathlib import Path
 
+import grpc
+import pytest
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from tests.harness.mesh import MeshHarness
@@ -109,3 +111,27 @@ async def test_a_call_its_caller_did_not_sample_leaves_no_spans_but_keeps_its_tr
     log = shop.config.state_dir / "logs" / "order-1.log"
     entries = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert any(e["message"] == "order placed" and e.get("trace_id") == unsampled for e in entries)
+
+
+async def test_a_denied_caller_leaves_no_span_even_when_it_asks_for_one(
+    shop: MeshHarness,
+) -> None:
+    """Authorisation comes before tracing: a caller may not make a service record spans
+    (or spend its tracing budget) for calls it is not allowed to make."""
+    item = order_pb2.OrderItem(product_id="sku-mug", quantity=1)
+    denied = secrets.token_hex(16)
+    as_product = order_pb2_grpc.OrderServiceStub(shop.client("product").channel("order"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await as_product.PlaceOrder(
+            order_pb2.PlaceOrderRequest(customer_id="intruder", items=[item]),
+            metadata=[("traceparent", f"00-{denied}-{secrets.token_hex(8)}-01")],
+        )
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    marker = secrets.token_hex(16)
+    await order_pb2_grpc.OrderServiceStub(shop.client().channel("order")).PlaceOrder(
+        order_pb2.PlaceOrderRequest(customer_id="marker", items=[item]),
+        metadata=[("traceparent", f"00-{marker}-{secrets.token_hex(8)}-01")],
+    )
+    traces = shop.config.state_dir / "traces"
+    assert len(await _wait_for_spans(traces, marker, 5)) >= 5
+    assert _spans(traces, denied) == []

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from shop.inventory.v1 import inventory_pb2  # noqa: F401  (fills the descriptor pool)
 
-from mesh import deadline
+from mesh import inbound
 from mesh.backoff import Backoff
 from mesh.client import EndpointBreaker, ServiceChannel, is_idempotent
 from mesh.config import BreakerPolicy, ClientPolicy, RetryPolicy
@@ -603,7 +603,7 @@ async def test_an_inherited_deadline_bounds_every_attempt(
     channel = await make()
 
     async def inbound_call() -> Any:
-        deadline.inherit(0.2)
+        inbound.inherit(0.2)
         return await call(channel, timeout=explicit)
 
     await in_own_context(inbound_call)
@@ -620,7 +620,7 @@ async def test_a_shorter_explicit_timeout_beats_the_inherited_deadline(
     channel = await make()
 
     async def inbound_call() -> Any:
-        deadline.inherit(5.0)
+        inbound.inherit(5.0)
         return await call(channel, timeout=0.1)
 
     await in_own_context(inbound_call)
@@ -641,7 +641,7 @@ async def test_a_passed_inherited_deadline_fails_without_calling(
     channel = await make()
 
     async def inbound_call() -> Any:
-        deadline.inherit(left)
+        inbound.inherit(left)
         return await call(channel, timeout=1.0)
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:

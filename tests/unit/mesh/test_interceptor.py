@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status  # type: ignore[import-untyped]
 from prometheus_client import CollectorRegistry
 
-from mesh import deadline
+from mesh import inbound
 from mesh.authz import AuthzTable
 from mesh.config import AuthzRule
 from mesh.identity import (
@@ -28,7 +30,7 @@ from mesh.identity import (
 )
 from mesh.problems import FieldViolation, InvalidArgument, NotFound
 from mesh.server import MeshInterceptor
-from mesh.telemetry import ServerMetrics
+from mesh.telemetry import JsonFormatter, ServerMetrics
 
 DOMAIN, NAMESPACE = "shop.local", "default"
 HEALTH = "grpc.health.v1.Health"
@@ -60,7 +62,7 @@ class ScriptedHealth(health_pb2_grpc.HealthServicer):
                 grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="x"
             )
         if script == "deadline":
-            self.remaining.append(deadline.remaining())
+            self.remaining.append(inbound.remaining())
         if script == "slow":
             await asyncio.sleep(1.0)  # outlives the caller's deadline; the server cancels it
         return health_pb2.HealthCheckResponse(status=SERVING)
@@ -188,6 +190,27 @@ async def test_an_unhandled_exception_becomes_internal_without_its_text(mesh: Me
     assert SECRET not in (error.details() or "")
     assert SECRET not in str(error.trailing_metadata())
     assert rpc_status.from_call(error) is None
+
+
+async def test_an_internal_error_names_the_trace_its_log_line_carries(mesh: Mesh) -> None:
+    """Untraced calls too: a reported error leads to the server's log line."""
+    lines: list[str] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    capture = Capture()
+    capture.setFormatter(JsonFormatter())
+    logger = logging.getLogger("mesh.server")
+    logger.addHandler(capture)
+    try:
+        error = await failed_check(mesh, "crash")
+    finally:
+        logger.removeHandler(capture)
+
+    [line] = [json.loads(line) for line in lines if "unhandled error" in line]
+    assert error.details() == f"internal error (trace {line['trace_id']})"
 
 
 async def test_a_downstream_unavailable_keeps_its_code(mesh: Mesh) -> None:

@@ -12,7 +12,7 @@ MESH = Path(__file__).resolve().parents[3] / "mesh"
 
 # Lowest first; a module may import its own layer's package and those before it.
 LAYERS = [
-    {"errors", "deadline", "backoff", "codegen", "tasks"},
+    {"errors", "inbound", "backoff", "codegen", "tasks"},
     {"problems", "config", "state", "storage", "paging"},
     {"identity", "authz"},
     {"registry"},

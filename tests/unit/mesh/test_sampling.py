@@ -10,6 +10,7 @@ import grpc
 import pytest
 from opentelemetry import trace
 
+from mesh import inbound
 from mesh.telemetry import HeadSampler, activate_unsampled, current_trace_ids, parse_traceparent
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -22,13 +23,29 @@ class Details(grpc.HandlerCallDetails):
         self.invocation_metadata = tuple(metadata)
 
 
+class NoDeadline:
+    def time_remaining(self) -> float | None:
+        return None
+
+
+def serve(sampler: HeadSampler, details: Details) -> bool:
+    """What the server does with the decision: whether the call is traced; if it is
+    not, the call is recorded with the trace it belongs to."""
+    found = sampler.decide(details.invocation_metadata) if sampler.covers(details.method) else None
+    if found is True:
+        return True
+    inbound.enter(NoDeadline(), found)
+    return False
+
+
 def decide(sampler: HeadSampler, details: Details) -> tuple[bool, trace.SpanContext]:
     """The decision, and the span context an outgoing call then carries (in a fresh
     context, as grpc gives each inbound call)."""
 
     def run() -> tuple[bool, trace.SpanContext]:
-        traced = sampler.decide(details.method, details.invocation_metadata)
-        activate_unsampled()  # what the mesh client does before an outgoing call
+        traced = serve(sampler, details)
+        if not traced:
+            activate_unsampled()  # what the mesh client does before an outgoing call
         return traced, trace.get_current_span().get_span_context()
 
     return contextvars.Context().run(run)
@@ -90,10 +107,8 @@ def test_unsampled_roots_get_distinct_unsampled_trace_ids() -> None:
     ],
 )
 def test_health_and_reflection_are_never_traced(method: str) -> None:
-    sampler = HeadSampler(1.0)
-    traced, span = decide(sampler, Details(method, [("traceparent", f"00-{TRACE}-{PARENT}-01")]))
-    assert not traced
-    assert not span.is_valid  # and nothing is attached for them
+    assert not HeadSampler.covers(method)
+    assert HeadSampler.covers("/shop.product.v1.ProductService/GetProduct")
 
 
 def test_a_malformed_traceparent_counts_as_none() -> None:
@@ -109,7 +124,7 @@ def test_the_ids_of_an_untraced_call_are_known_before_any_span_context_is_built(
     sampler = HeadSampler(1.0)
 
     def run() -> tuple[tuple[int, int] | None, bool]:
-        sampler.decide("/pkg.S/M", [("traceparent", f"00-{TRACE}-{PARENT}-00")])
+        serve(sampler, Details("/pkg.S/M", [("traceparent", f"00-{TRACE}-{PARENT}-00")]))
         return current_trace_ids(), trace.get_current_span().get_span_context().is_valid
 
     ids, built = contextvars.Context().run(run)
@@ -122,7 +137,7 @@ def test_activation_leaves_a_recording_span_alone() -> None:
     real = trace.SpanContext(int(TRACE, 16), int(PARENT, 16), is_remote=False)
 
     def run() -> trace.SpanContext:
-        sampler.decide("/pkg.S/M", ())
+        serve(sampler, Details("/pkg.S/M"))
         with trace.use_span(trace.NonRecordingSpan(real)):
             activate_unsampled()
             return trace.get_current_span().get_span_context()
