@@ -37,6 +37,9 @@ ADMIN_IDENTITY = "admin"
 """The identity people and tools (meshctl, grpcurl) use; it always gets a certificate."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+# Lowercase DNS labels joined by dots: the trust domain is also the suffix of the DNS
+# name each workload certificate carries (mesh.identity).
+_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 _T = TypeVar("_T")
 
 
@@ -379,6 +382,10 @@ def parse_config(document: object, path: Path) -> MeshConfig:
     )
     for reader in (mesh, server, telemetry, top):
         reader.finish()
+    if not _DOMAIN.match(config.trust_domain):
+        raise ConfigError("mesh.trust_domain", "lowercase DNS labels joined by '.'")
+    if not _NAME.match(config.namespace):
+        raise ConfigError("mesh.namespace", "lowercase letters, digits, '-'")
     if config.telemetry.trace_sample_ratio > 1:
         raise ConfigError("telemetry.trace_sample_ratio", "must be between 0 and 1")
     for identity in config.identities:

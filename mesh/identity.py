@@ -1,8 +1,10 @@
 """Identities: SPIFFE ids, a development CA, one certificate per identity, TLS credentials.
 
 Every workload certificate carries `URI:spiffe://<trust domain>/ns/<namespace>/sa/<name>`
-(what servers authorise on) plus DNS/IP SANs for loopback, so grpcurl and the Python
-client can verify the server by address as usual.
+(what servers authorise callers on), `DNS:<name>.<namespace>.<trust domain>` (what the
+mesh client verifies servers on: an instance registered as "product" must hold the
+product certificate), and DNS/IP SANs for loopback, so grpcurl and other clients can
+verify the server by address as usual.
 """
 
 from __future__ import annotations
@@ -63,6 +65,12 @@ class SpiffeId:
         if not parts[1] or not parts[3]:
             raise IdentityError(f"empty namespace or name in {uri!r}")
         return cls(trust_domain=domain, namespace=parts[1], name=parts[3])
+
+    @property
+    def dns_name(self) -> str:
+        """<name>.<namespace>.<trust domain>: the name a client checks a server's
+        certificate for (Python gRPC has no hook to check the URI SAN itself)."""
+        return f"{self.name}.{self.namespace}.{self.trust_domain}"
 
     def __str__(self) -> str:
         return self.uri
@@ -193,7 +201,10 @@ def issue_certificate(
     # A little in the past, for clock skew; earlier still for a deliberately expired cert.
     not_before = not_before or min(now - dt.timedelta(minutes=5), not_after - dt.timedelta(days=1))
     key = ec.generate_private_key(ec.SECP256R1())
-    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(spiffe.uri)]
+    sans: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(spiffe.uri),
+        x509.DNSName(spiffe.dns_name),
+    ]
     sans += [x509.DNSName(name) for name in dns_names]
     sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
     ca_ski = ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
@@ -251,13 +262,15 @@ def _reusable(
     try:
         cert = x509.load_pem_x509_certificate(files.cert.read_bytes())
         key = serialization.load_pem_private_key(files.key.read_bytes(), None)
-        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except (OSError, ValueError, TypeError, x509.ExtensionNotFound):
         return None
     if _public_der(key.public_key()) != _public_der(cert.public_key()):
         return None  # a crash between writing the new key and the new cert
-    if spiffe.uri not in uris.get_values_for_type(x509.UniformResourceIdentifier):
+    if spiffe.uri not in sans.get_values_for_type(x509.UniformResourceIdentifier):
         return None
+    if spiffe.dns_name not in sans.get_values_for_type(x509.DNSName):
+        return None  # issued before certificates carried it
     if not ca.signed(cert) or cert.not_valid_after_utc - now < RENEW_BEFORE:
         return None
     return cert

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
 from mesh.client._channel import ServiceChannel
 from mesh.config import ClientPolicy
+from mesh.identity import SpiffeId
 from mesh.registry import Endpoint, EndpointSource
 from mesh.telemetry import ClientMetrics
 
@@ -29,7 +30,9 @@ class MeshClient:
         await inventory.GetStock(GetStockRequest(product_id="sku-1"))
 
     Every endpoint channel uses `credentials` (this process's identity) and runs
-    `interceptors` (tracing) on each attempt.
+    `interceptors` (tracing) on each attempt. An endpoint of service S must present the
+    certificate of `identity_of(S)`, whatever the registry says: an instance that
+    registers under another service's name fails the TLS handshake.
     """
 
     def __init__(
@@ -38,21 +41,24 @@ class MeshClient:
         credentials: grpc.ChannelCredentials,
         policy: ClientPolicy,
         *,
+        identity_of: Callable[[str], SpiffeId],
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         metrics: ClientMetrics | None = None,
     ) -> None:
         self._source = source
         self._credentials = credentials
         self._policy = policy
+        self._identity_of = identity_of
         self._interceptors = list(interceptors)
         self._metrics = metrics
         self._channels: dict[str, ServiceChannel] = {}
 
     def _dial(self, endpoint: Endpoint) -> grpc.aio.Channel:
+        expected = self._identity_of(endpoint.service).dns_name
         return grpc.aio.secure_channel(
             endpoint.address,
             self._credentials,
-            options=_CHANNEL_OPTIONS,
+            options=(*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", expected)),
             interceptors=self._interceptors,
         )
 

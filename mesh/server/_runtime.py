@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -38,7 +39,7 @@ from mesh.authz import AuthzTable
 from mesh.client import MeshClient
 from mesh.config import MeshConfig, ServiceSpec, load_config
 from mesh.errors import MeshError
-from mesh.identity import IdentityFiles, channel_credentials, server_credentials
+from mesh.identity import IdentityFiles, SpiffeId, channel_credentials, server_credentials
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration
 from mesh.server._interceptor import MeshInterceptor, Registrar
 from mesh.state import etcd_endpoint
@@ -141,6 +142,7 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
         EtcdDiscovery(etcd, config.etcd.prefix),
         channel_credentials(identity),
         config.client,
+        identity_of=functools.partial(SpiffeId, config.trust_domain, config.namespace),
         interceptors=aio_client_interceptors(tracer_provider=provider),  # type: ignore[no-untyped-call]
         metrics=ClientMetrics(registry),
     )

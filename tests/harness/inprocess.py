@@ -4,13 +4,18 @@ need a scriptable server rather than a service process."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
 
-from mesh.identity import IdentityFiles, server_credentials
+from mesh.identity import IdentityFiles, SpiffeId, server_credentials
 from mesh.registry import Endpoint
+
+DOMAIN, NAMESPACE = "shop.local", "default"
+IDENTITY_OF = functools.partial(SpiffeId, DOMAIN, NAMESPACE)
+"""The SPIFFE id of each name in the tests' mesh, as MeshClient's `identity_of`."""
 
 
 class StaticSource:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ import yaml
 
 from mesh.client import MeshClient
 from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config
-from mesh.identity import IdentityFiles, channel_credentials, ensure_certificates
+from mesh.identity import IdentityFiles, SpiffeId, channel_credentials, ensure_certificates
 from mesh.registry import EtcdClient, EtcdDiscovery
 from mesh.supervisor import InstanceProcess
 
@@ -105,6 +106,9 @@ class MeshHarness:
             EtcdDiscovery(self.etcd, self.config.etcd.prefix),
             channel_credentials(IdentityFiles(self.config.certs_dir, identity)),
             replace(self.config.client, **policy),
+            identity_of=functools.partial(
+                SpiffeId, self.config.trust_domain, self.config.namespace
+            ),
         )
         self._clients.append(client)
         return client

@@ -16,7 +16,7 @@ from mesh.config import BreakerPolicy, ClientPolicy, RetryPolicy
 from mesh.errors import CircuitOpen
 from mesh.identity import IdentityFiles, channel_credentials, ensure_certificates
 from mesh.registry import Endpoint
-from tests.harness.inprocess import StaticSource, start_server
+from tests.harness.inprocess import IDENTITY_OF, StaticSource, start_server
 
 FAILURES_TO_OPEN = 3
 RESET_TIMEOUT = 0.5
@@ -59,6 +59,7 @@ async def endpoint(tmp_path: Path) -> AsyncIterator[tuple[ScriptedHealth, MeshCl
         StaticSource([Endpoint("flaky", "flaky-1", address)]),
         channel_credentials(IdentityFiles(tmp_path, "admin")),
         policy,
+        identity_of=IDENTITY_OF,
     )
     try:
         yield servicer, client

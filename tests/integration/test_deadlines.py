@@ -18,7 +18,7 @@ from mesh.identity import IdentityFiles, channel_credentials, ensure_certificate
 from mesh.registry import Endpoint
 from mesh.server import MeshInterceptor
 from mesh.telemetry import ServerMetrics
-from tests.harness.inprocess import StaticSource, start_server
+from tests.harness.inprocess import IDENTITY_OF, StaticSource, start_server
 
 DEFAULT_TIMEOUT = 4.0
 RULES = [AuthzRule(callers=("*",), methods=("*",))]
@@ -73,6 +73,7 @@ async def chain(tmp_path: Path) -> AsyncIterator[tuple[health_pb2_grpc.HealthStu
         StaticSource([Endpoint("back", "back-1", back_address)]),
         channel_credentials(IdentityFiles(tmp_path, "front")),
         ClientPolicy(timeout=DEFAULT_TIMEOUT),
+        identity_of=IDENTITY_OF,
     )
     front, front_address = await start_server(tmp_path, "front", [interceptor])
     front_servicer = Front(front_client)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -12,7 +13,17 @@ from grpc_status import rpc_status
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-from mesh.identity import CertificateAuthority, SpiffeId, issue_certificate
+from mesh.client import MeshClient
+from mesh.config import RetryPolicy
+from mesh.identity import (
+    CertificateAuthority,
+    IdentityFiles,
+    SpiffeId,
+    channel_credentials,
+    issue_certificate,
+)
+from mesh.registry import Endpoint
+from tests.harness.inprocess import IDENTITY_OF, StaticSource
 from tests.harness.mesh import MeshHarness
 from tests.harness.metrics import scrape, value
 
@@ -139,3 +150,22 @@ async def test_rich_error_details_reach_the_caller(shop: MeshHarness) -> None:
     assert status.details[0].Unpack(bad)
     fields = {violation.field for violation in bad.field_violations}
     assert {"order_id", "items[0].quantity"} <= fields
+
+
+@pytest.mark.parametrize(("service", "refused"), [("product", True), ("inventory", False)])
+async def test_the_client_checks_that_an_endpoint_is_the_service_it_calls(
+    shop: MeshHarness, service: str, refused: bool
+) -> None:
+    """An inventory instance that registers under "product" cannot take product's calls:
+    it cannot prove product's identity, so the TLS handshake fails before any call."""
+    inventory_instance = Endpoint(service, "impostor", _address(shop, "inventory-1"))
+    client = MeshClient(
+        StaticSource([inventory_instance]),
+        channel_credentials(IdentityFiles(shop.config.certs_dir, "admin")),
+        replace(shop.config.client, timeout=3.0, retry=RetryPolicy(max_attempts=1)),
+        identity_of=IDENTITY_OF,
+    )
+    async with client:
+        status = await _check(client.channel(service))
+
+    assert status == (grpc.StatusCode.UNAVAILABLE if refused else grpc.StatusCode.OK)

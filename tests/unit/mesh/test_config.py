@@ -160,6 +160,27 @@ def test_bad_service_names_are_rejected(name: str) -> None:
     assert config_error({"services": {name: {}}}).key == f"services.{name}"
 
 
+@pytest.mark.parametrize(
+    ("mesh", "key"),
+    [
+        ({"trust_domain": "Shop.Local"}, "mesh.trust_domain"),
+        ({"trust_domain": "shop..local"}, "mesh.trust_domain"),
+        ({"trust_domain": "shop_local"}, "mesh.trust_domain"),
+        ({"trust_domain": "shop.local."}, "mesh.trust_domain"),
+        ({"namespace": "Default"}, "mesh.namespace"),
+        ({"namespace": "a.b"}, "mesh.namespace"),
+    ],
+)
+def test_names_that_cannot_be_dns_labels_are_rejected(mesh: dict[str, str], key: str) -> None:
+    """The trust domain and namespace end every workload certificate's DNS name."""
+    assert config_error(minimal(mesh=mesh)).key == key
+
+
+def test_a_multi_label_trust_domain_is_accepted(tmp_path: Path) -> None:
+    config = parse_config(minimal(mesh={"trust_domain": "eu-1.shop.example"}), tmp_path / "m.yaml")
+    assert config.trust_domain == "eu-1.shop.example"
+
+
 def test_a_document_without_services_is_rejected() -> None:
     assert config_error({"mesh": {"namespace": "x"}}).key == "services"
     assert config_error(None).key == "services"

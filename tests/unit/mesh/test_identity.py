@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mesh.errors import IdentityError
@@ -165,6 +166,34 @@ def test_a_leaf_for_another_identity_is_renewed(certs: Path) -> None:
     assert actions(report)["svc"] == "renewed"
 
 
+def test_a_leaf_without_the_service_dns_name_is_renewed(certs: Path) -> None:
+    """Certificates issued before they carried <name>.<namespace>.<trust domain>."""
+    files = IdentityFiles(certs, "svc")
+    ca = CertificateAuthority.load(certs)
+    current = load(files.cert)
+    only_uri = x509.SubjectAlternativeName(
+        [x509.UniformResourceIdentifier(SpiffeId(DOMAIN, NAMESPACE, "svc").uri)]
+    )
+    builder = x509.CertificateBuilder(
+        subject_name=current.subject,
+        issuer_name=current.issuer,
+        public_key=current.public_key(),
+        serial_number=x509.random_serial_number(),
+        not_valid_before=current.not_valid_before_utc,
+        not_valid_after=current.not_valid_after_utc,
+        extensions=[
+            x509.Extension(only_uri.oid, False, only_uri),
+            *(e for e in current.extensions if e.oid != only_uri.oid),
+        ],
+    )
+    old = builder.sign(ca.key, hashes.SHA256())
+    files.cert.write_bytes(old.public_bytes(serialization.Encoding.PEM))
+    assert actions(ensure_certificates(certs, DOMAIN, NAMESPACE, NAMES))["svc"] == "renewed"
+
+    sans = load(files.cert).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert "svc.default.shop.local" in sans.value.get_values_for_type(x509.DNSName)
+
+
 def test_a_leaf_expiring_within_renew_before_is_renewed(certs: Path) -> None:
     files = IdentityFiles(certs, "svc")
     ca = CertificateAuthority.load(certs)
@@ -234,7 +263,7 @@ def test_a_renewed_key_is_still_owner_only(certs: Path) -> None:
 # -- what an issued certificate carries ----------------------------------------------
 
 
-def test_issued_certificates_carry_spiffe_and_loopback_sans(certs: Path) -> None:
+def test_issued_certificates_carry_spiffe_service_and_loopback_sans(certs: Path) -> None:
     cert = load(IdentityFiles(certs, "svc").cert)
 
     sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -242,7 +271,7 @@ def test_issued_certificates_carry_spiffe_and_loopback_sans(certs: Path) -> None
     assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [
         SpiffeId(DOMAIN, NAMESPACE, "svc").uri
     ]
-    assert "localhost" in sans.get_values_for_type(x509.DNSName)
+    assert sans.get_values_for_type(x509.DNSName) == ["svc.default.shop.local", "localhost"]
     assert ipaddress.ip_address("127.0.0.1") in sans.get_values_for_type(x509.IPAddress)
 
 
