@@ -5,20 +5,22 @@ Start order: servicers, health (NOT_SERVING), reflection, listen, metrics, regis
 etcd, then SERVING. Stop order on SIGTERM/SIGINT: every health status NOT_SERVING,
 revoke the lease (the instance leaves etcd and clients stop picking it), keep serving
 for `drain_delay` while that news spreads, then stop accepting calls and give
-in-flight ones `grace_period` to finish, then close clients and exporters.
+in-flight ones `grace_period` to finish, then close clients and exporters. A signal
+while it is still registering (etcd unreachable, say) ends it at once, exit code 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import signal
 import sys
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,7 +192,9 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
             metadata={"metrics": metrics.address, "pid": str(os.getpid())},
         )
         registration = Registration(etcd, config.etcd.prefix, endpoint, config.etcd.lease_ttl)
-        await registration.start()
+        if not await _unless_stopped(registration.start(), stop):
+            log.info("stopped while registering")  # the finally revokes any lease it got
+            return
         for name in ["", *runtime.service_names]:
             await health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
@@ -225,6 +229,24 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
             metrics.close()
         provider.shutdown()
     log.info("stopped")
+
+
+async def _unless_stopped(step: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
+    """Run `step` unless `stop` is set first, which cancels it. True if it finished."""
+    task = asyncio.ensure_future(step)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        return False
+    task.result()  # its error, if it failed
+    return True
 
 
 def _parse(service: str, argv: Sequence[str]) -> argparse.Namespace:

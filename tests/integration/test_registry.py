@@ -4,6 +4,7 @@ module stops, restarts and wipes (so it has its own)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from mesh.errors import RegistryUnavailable
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration, instance_key
-from mesh.supervisor import EtcdServer
+from mesh.supervisor import EtcdServer, InstanceProcess, free_port
 from tests.harness.mesh import MeshHarness, write_config
 
 TTL = 2
@@ -162,3 +163,33 @@ async def test_malformed_registry_entries_are_ignored(private_etcd: EtcdServer) 
         finally:
             await good.aclose()
             await etcd.delete(instance_key(prefix, "probe", "junk"))
+
+
+async def test_sigterm_while_registering_stops_the_instance_at_once(
+    tmp_path_factory: pytest.TempPathFactory, certs_dir: Path
+) -> None:
+    """An instance that cannot reach etcd keeps trying for 10 s; a SIGTERM meanwhile
+    ends it then, with exit code 0, not when the attempts run out."""
+    nowhere = f"127.0.0.1:{free_port()}"  # nothing listens there
+    config = write_config(
+        tmp_path_factory.mktemp("stuck"),
+        etcd_endpoint=nowhere,
+        certs_dir=certs_dir,
+        replicas={"product": 1},
+    )
+    instance = InstanceProcess(config, config.service("product"), "product-stuck", nowhere)
+    await instance.start()
+    try:
+        until = time.monotonic() + 20
+        while "failed, retrying" not in instance.log_tail() and time.monotonic() < until:
+            assert instance.returncode is None, instance.log_tail()
+            await asyncio.sleep(0.05)
+        assert "failed, retrying" in instance.log_tail()
+
+        instance.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(instance.wait(), 5)  # well inside the 10 s of attempts
+
+        assert code == 0, instance.log_tail()
+        assert "stopped while registering" in instance.log_tail()
+    finally:
+        await instance.stop()
