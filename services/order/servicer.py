@@ -5,10 +5,14 @@ PlaceOrder, step by step:
 2. a request_id this customer used before returns that order, calling nobody;
 3. price every item concurrently from the catalogue (unknown product: INVALID_ARGUMENT
    on `items[i].product_id`; mixed currencies: FAILED_PRECONDITION);
-4. reserve the stock under a new order id (short: FAILED_PRECONDITION with the
-   inventory's violations);
-5. store the order CONFIRMED. If storing fails, release the reservation and re-raise;
-   if a concurrent duplicate of the request stored first, release ours and return its.
+4. record a hold for a new order id, then reserve the stock under it (short:
+   FAILED_PRECONDITION with the inventory's violations, and the hold is dropped);
+5. store the order CONFIRMED, which drops the hold. If storing fails, release the
+   reservation and re-raise; if a concurrent duplicate of the request stored first,
+   release ours and return its.
+A hold left behind (a release that failed, a reservation whose outcome is unknown, a
+crash) is released later by the sweeper (services.order.sweeper), so stock is never
+held for an order that does not exist.
 
 Failures are raised as mesh.problems exceptions; the mesh server interceptor turns them
 into statuses with details, and keeps a downstream UNAVAILABLE or DEADLINE_EXCEEDED.
@@ -27,11 +31,11 @@ from google.protobuf import timestamp_pb2
 from google.type import money_pb2
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-from mesh.problems import NotFound
+from mesh.problems import NotFound, Problem, Unavailable
 from services.order import domain
 from services.order.clients import Catalog, Inventory
 from services.order.domain import Line, Money, Order, OrderStatus
-from services.order.store import OrderStore
+from services.order.store import HoldClaimed, OrderStore
 
 __all__ = ["OrderServicer", "encode_order"]
 
@@ -83,9 +87,17 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         order = domain.price_order(
             wanted, prices, order_id=self._new_order_id(), create_time_ns=self._clock()
         )
-        await self._inventory.reserve(order.order_id, wanted.lines)
+        await asyncio.to_thread(self._store.hold, order.order_id, order.create_time_ns)
+        try:
+            await self._inventory.reserve(order.order_id, wanted.lines)
+        except Problem:  # refused: nothing is held (any other failure leaves it unknown)
+            await asyncio.to_thread(self._store.drop_hold, order.order_id)
+            raise
         try:
             stored = await asyncio.to_thread(self._store.add, order)
+        except HoldClaimed:
+            # Slower than the sweeper's grace: the sweeper has given the stock back.
+            raise Unavailable("placing the order took too long; try again") from None
         except Exception:
             await self._compensate(order.order_id)
             raise
@@ -103,12 +115,13 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
 
     async def _compensate(self, order_id: str) -> None:
         """Release the stock held for an order that was not stored. A failure is logged,
-        not raised, so the caller sees why the order failed.
-        TODO(order): a sweeper for reservations whose release failed here."""
+        not raised, so the caller sees why the order failed; the hold stays, and the
+        sweeper releases it later."""
         try:
             await self._inventory.release(order_id)
+            await asyncio.to_thread(self._store.drop_hold, order_id)
         except Exception:
-            log.exception("could not release the stock held for unstored order %s", order_id)
+            log.exception("stock held for unstored order %s is left to the sweeper", order_id)
 
     async def GetOrder(
         self, request: order_pb2.GetOrderRequest, context: Context

@@ -5,6 +5,13 @@ short write transaction. A unique index on (customer_id, request_id) makes the
 caller's idempotency key hold even for concurrent duplicates: only one insert can win,
 and `add` hands the loser the winner's order.
 
+Holds: before PlaceOrder asks inventory to reserve stock, it records a hold for the new
+order id; storing the order removes it in the same transaction. A hold that outlives
+its PlaceOrder (the release failed, the reservation timed out with an unknown outcome,
+or the process died) is stock that may be held for no order, and the sweeper gives it
+back (services.order.sweeper). Claiming a hold for release and storing its order
+exclude each other: whichever commits first wins.
+
 Reads are quick and never wait for a writer: call them on the event loop. Writes may
 wait for another instance's write lock: call them through `asyncio.to_thread`.
 """
@@ -18,7 +25,7 @@ from pathlib import Path
 from mesh.storage import Database
 from services.order.domain import Money, Order, OrderItem, OrderStatus
 
-__all__ = ["OrderStore"]
+__all__ = ["HoldClaimed", "OrderStore"]
 
 _SCHEMA = (
     # `seq` orders the orders: a later insert gets a larger one, so newest first is seq DESC.
@@ -41,6 +48,13 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer_id, seq)",
     """
+    CREATE TABLE IF NOT EXISTS holds (
+        order_id       TEXT PRIMARY KEY,
+        create_time_ns INTEGER NOT NULL,
+        claimed        INTEGER NOT NULL DEFAULT 0
+    )
+    """,
+    """
     CREATE TABLE IF NOT EXISTS order_items (
         order_id      TEXT NOT NULL REFERENCES orders (order_id),
         position      INTEGER NOT NULL,
@@ -60,6 +74,10 @@ _ORDER_COLUMNS = (
 )
 
 
+class HoldClaimed(Exception):
+    """The order's hold was claimed for release before the order could be stored."""
+
+
 class OrderStore:
     """Orders by id, by request id and newest first. Open with `OrderStore(path)`; the
     schema is created if missing."""
@@ -71,10 +89,43 @@ class OrderStore:
     def close(self) -> None:
         self._db.close()
 
-    def add(self, order: Order) -> Order:
-        """Store a new order and return it; if its customer already placed an order with
-        the same non-empty request_id, store nothing and return that order instead."""
+    def hold(self, order_id: str, create_time_ns: int) -> None:
+        """Record that stock may soon be held for `order_id`, not stored yet."""
         with self._db.write() as db:
+            db.execute(
+                "INSERT INTO holds (order_id, create_time_ns) VALUES (?, ?)",
+                (order_id, create_time_ns),
+            )
+
+    def drop_hold(self, order_id: str) -> None:
+        """Forget the hold of `order_id`: its order holds no stock."""
+        with self._db.write() as db:
+            db.execute("DELETE FROM holds WHERE order_id = ?", (order_id,))
+
+    def claim_holds(self, created_before_ns: int) -> list[str]:
+        """Claim, for release, every hold made before `created_before_ns` (claimed
+        ones included: a sweeper may have died); their orders can no longer be stored."""
+        with self._db.write() as db:
+            rows = db.execute(
+                "UPDATE holds SET claimed = 1 WHERE create_time_ns < ? RETURNING order_id",
+                (created_before_ns,),
+            ).fetchall()
+        return sorted(order_id for (order_id,) in rows)
+
+    def add(self, order: Order) -> Order:
+        """Store a new order and drop its hold, and return it; if its customer already
+        placed an order with the same non-empty request_id, store nothing and return
+        that order instead (the hold stays: its stock is still to release).
+
+        Raises:
+            HoldClaimed: the sweeper claimed the order's hold first.
+        """
+        with self._db.write() as db:
+            claimed = db.execute(
+                "SELECT 1 FROM holds WHERE order_id = ? AND claimed = 1", (order.order_id,)
+            ).fetchone()
+            if claimed is not None:
+                raise HoldClaimed(order.order_id)
             if order.request_id:
                 earlier = _find(
                     db,
@@ -83,6 +134,7 @@ class OrderStore:
                 )
                 if earlier is not None:
                     return earlier
+            db.execute("DELETE FROM holds WHERE order_id = ?", (order.order_id,))
             total = order.total
             db.execute(
                 "INSERT INTO orders (order_id, customer_id, request_id, status, currency_code,"

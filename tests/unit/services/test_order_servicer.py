@@ -13,7 +13,13 @@ import pytest
 from google.type import money_pb2
 from shop.order.v1 import order_pb2 as pb
 
-from mesh.problems import FailedPrecondition, InvalidArgument, NotFound, PreconditionViolation
+from mesh.problems import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+    Unavailable,
+)
 from services.order.clients import Catalog, Inventory
 from services.order.domain import ORDER, Line, Money, Order
 from services.order.servicer import OrderServicer
@@ -25,6 +31,7 @@ PRICES = {
     "bagel": Money("EUR", 2, 0),
 }
 SHORT = [PreconditionViolation("STOCK", "latte", "requested 9, available 2")]
+LATER = 2**62  # a cutoff after every hold
 
 
 class FakeCatalog:
@@ -52,12 +59,14 @@ class FakeCatalog:
 
 
 class FakeInventory:
-    """Records reservations and releases; raises `refuse` from reserve if set."""
+    """Records reservations and releases; raises `refuse` from reserve, and
+    `release_fails` from release, if set."""
 
     def __init__(self) -> None:
         self.reserved: list[tuple[str, list[Line]]] = []
         self.released: list[str] = []
         self.refuse: Exception | None = None
+        self.release_fails: Exception | None = None
 
     async def reserve(self, order_id: str, lines: Sequence[Line]) -> None:
         if self.refuse is not None:
@@ -65,6 +74,8 @@ class FakeInventory:
         self.reserved.append((order_id, list(lines)))
 
     async def release(self, order_id: str) -> None:
+        if self.release_fails is not None:
+            raise self.release_fails
         self.released.append(order_id)
 
 
@@ -192,6 +203,55 @@ async def test_store_failure_releases_the_stock(
         store.close()
     [(order_id, _)] = inventory.reserved
     assert inventory.released == [order_id]
+
+
+async def test_a_store_failure_whose_release_fails_leaves_the_hold_for_the_sweeper(
+    tmp_path: Path, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    store = BrokenStore(tmp_path / "broken.db")
+    inventory.release_fails = ConnectionError("inventory is down")
+    try:
+        with pytest.raises(sqlite3.OperationalError):  # the caller sees why it failed
+            await OrderServicer(store, catalog, inventory).PlaceOrder(
+                place_request(("dime", 1)), context
+            )
+        [(order_id, _)] = inventory.reserved
+        assert store.claim_holds(LATER) == [order_id]
+    finally:
+        store.close()
+
+
+async def test_placed_and_refused_orders_leave_no_hold(
+    servicer: OrderServicer, store: OrderStore, inventory: FakeInventory, context: Any
+) -> None:
+    await servicer.PlaceOrder(place_request(("dime", 1)), context)
+    inventory.refuse = FailedPrecondition("not enough stock", SHORT)
+    with pytest.raises(FailedPrecondition):
+        await servicer.PlaceOrder(place_request(("latte", 9)), context)
+    assert store.claim_holds(LATER) == []
+
+
+async def test_a_reservation_of_unknown_outcome_leaves_the_hold(
+    servicer: OrderServicer, store: OrderStore, inventory: FakeInventory, context: Any
+) -> None:
+    inventory.refuse = TimeoutError("no answer: the stock may or may not be held")
+    with pytest.raises(TimeoutError):
+        await servicer.PlaceOrder(place_request(("dime", 1)), context)
+    assert store.claim_holds(LATER) == ["ord-0000000000000001"]
+    assert await servicer.ListOrders(pb.ListOrdersRequest(), context) == pb.ListOrdersResponse()
+
+
+async def test_an_order_slower_than_the_sweeper_is_not_stored(
+    servicer: OrderServicer, store: OrderStore, inventory: FakeInventory, context: Any
+) -> None:
+    class SweptDuringReserve(FakeInventory):
+        async def reserve(self, order_id: str, lines: Sequence[Line]) -> None:
+            store.claim_holds(LATER)  # the sweeper claims the hold meanwhile
+
+    swept = OrderServicer(store, FakeCatalog(PRICES), SweptDuringReserve())
+    with pytest.raises(Unavailable):
+        await swept.PlaceOrder(place_request(("dime", 1)), context)
+    assert await swept.ListOrders(pb.ListOrdersRequest(), context) == pb.ListOrdersResponse()
 
 
 async def test_repeated_request_id_returns_the_first_order_without_calls(

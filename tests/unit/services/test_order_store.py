@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.order.domain import Money, Order, OrderItem, OrderStatus
-from services.order.store import OrderStore
+from services.order.store import HoldClaimed, OrderStore
 
 EUR = Money("EUR", 2, 500_000_000)
 
@@ -82,3 +82,38 @@ def test_two_stores_on_one_file_share_writes(path: Path, store: OrderStore) -> N
         assert store.add(order("ord-2", request_id="r1")).order_id == "ord-1"
     finally:
         other.close()
+
+
+# -- holds ------------------------------------------------------------------------------
+
+LATER = 2**62  # a cutoff after every hold
+
+
+def test_storing_an_order_drops_its_hold(store: OrderStore) -> None:
+    store.hold("ord-1", 10)
+    store.add(order("ord-1"))
+    assert store.claim_holds(LATER) == []
+
+
+def test_a_duplicate_request_keeps_the_losers_hold(store: OrderStore) -> None:
+    store.add(order("ord-1", request_id="r-1"))
+    store.hold("ord-2", 10)
+    assert store.add(order("ord-2", request_id="r-1")).order_id == "ord-1"
+    assert store.claim_holds(LATER) == ["ord-2"]  # its stock is still to give back
+
+
+def test_only_holds_older_than_the_cutoff_are_claimed(store: OrderStore) -> None:
+    store.hold("ord-old", 10)
+    store.hold("ord-new", 30)
+    assert store.claim_holds(20) == ["ord-old"]
+    assert store.claim_holds(20) == ["ord-old"]  # until dropped: a sweeper may have died
+    store.drop_hold("ord-old")
+    assert store.claim_holds(LATER) == ["ord-new"]
+
+
+def test_an_order_whose_hold_was_claimed_cannot_be_stored(store: OrderStore) -> None:
+    store.hold("ord-1", 10)
+    store.claim_holds(LATER)
+    with pytest.raises(HoldClaimed):
+        store.add(order("ord-1"))
+    assert store.get("ord-1") is None
