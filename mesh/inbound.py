@@ -39,8 +39,8 @@ class _Fixed:
 
 
 # The call being served, as a two-slot list: [its Deadline, its TraceIds or None until
-# drawn]. A list, not an object of our own: it is made on every call, and a Python
-# __init__ would cost several times as much. Every task started while serving it
+# drawn]. A list rather than a class of ours: it is made on every call, and a list
+# costs no Python-level call to build. Every task started while serving the call
 # shares the same list, so ids drawn in one are seen by all.
 _Call: TypeAlias = list[Any]
 _current: ContextVar[_Call | None] = ContextVar("shopmesh_inbound", default=None)
