@@ -1,8 +1,10 @@
 """`python -m bench`: unary calls/s and latency of a bare grpc.aio echo server (the
-baseline), of the same server with mTLS, and of two ShopMesh product instances serving
-GetProduct with their whole runtime: one as the repo's mesh.yaml configures it (head
-sampling of traces at its ratio) and one tracing every call; then ShopMesh's ratios
-against the baselines.
+baseline), of the same server with mTLS, of two ShopMesh product instances serving
+GetProduct with their whole runtime (one as the repo's mesh.yaml configures it, with
+head sampling of traces at its ratio, and one tracing every call), and of the product
+servicer alone on a bare grpc.aio server with mTLS; then ShopMesh's ratios against the
+baselines. The last subject splits the gap: what GetProduct itself costs against the
+echo, and what the mesh adds to it.
 
 The benchmark machine's speed drifts by some 15% over tens of seconds, so subjects
 measured one after another are measured on different machines. Instead, every server
@@ -75,7 +77,7 @@ TARGET = 0.85
 # report warns when the load core passes 95% or the server's loop idles over 10%.
 DEFAULT_WORKERS = 2
 DEFAULT_CONCURRENCY = 32
-# 4 subjects x 5 rounds x (1 + 4) s, plus start-up and shut-down: about 1 m 50 s.
+# 5 subjects x 5 rounds x (1 + 4) s, plus start-up and shut-down: about 2 m 15 s.
 DEFAULT_ROUNDS = 5
 DEFAULT_WINDOW = 4.0
 DEFAULT_WARMUP = 1.0
@@ -87,6 +89,8 @@ PLAIN = "bare grpc.aio echo"
 MTLS = "bare grpc.aio echo + mTLS"
 SHOPMESH = "ShopMesh GetProduct"
 TRACED = "ShopMesh GetProduct, every call traced"
+BARE_PRODUCT = "GetProduct on bare grpc.aio + mTLS"
+SUBJECTS = 5
 TRACED_INSTANCE_ID = "product-2"
 
 
@@ -102,7 +106,7 @@ class Settings:
     @property
     def estimate(self) -> float:
         """Seconds a run takes, roughly: its windows plus start-up and shut-down."""
-        return 4 * self.rounds * (self.warmup + self.window + 0.1) + 6
+        return SUBJECTS * self.rounds * (self.warmup + self.window + 0.1) + 8
 
 
 @dataclass(frozen=True)
@@ -117,18 +121,19 @@ class Server:
 
 
 @asynccontextmanager
-async def _echo_server(
-    certs_dir: Path | None, log_path: Path, cpus: frozenset[int] | None
+async def _server_process(
+    module: str, args: Sequence[str], log_path: Path, cpus: frozenset[int] | None
 ) -> AsyncIterator[tuple[int, int]]:
-    """Run bench.echo_server in its own process, on `cpus`; yields (pid, port)."""
+    """Run `python -m <module> <args>` (a server that prints its port once it serves)
+    in its own process, on `cpus`; yields (pid, port)."""
     from mesh.supervisor import stop_process
 
-    command = [sys.executable, "-m", "bench.echo_server"]
-    if certs_dir is not None:
-        command += ["--certs", str(certs_dir), "--identity", "product"]
     with log_path.open("ab") as log, pinning.launching_on(cpus):
         process = await asyncio.create_subprocess_exec(
-            *command,
+            sys.executable,
+            "-m",
+            module,
+            *args,
             cwd=REPO,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -141,8 +146,7 @@ async def _echo_server(
         if not line.strip().isdigit():
             await process.wait()
             raise LoadFailed(
-                f"the echo server did not start (exit code {process.returncode}):\n"
-                + _tail(log_path)
+                f"{module} did not start (exit code {process.returncode}):\n" + _tail(log_path)
             )
         yield process.pid, int(line)
     finally:
@@ -201,7 +205,7 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> dict
             servers: list[Server] = []
 
             pid, port = await stack.enter_async_context(
-                _echo_server(None, logs / "echo.log", where.server_cpus)
+                _server_process("bench.echo_server", [], logs / "echo.log", where.server_cpus)
             )
             servers.append(
                 Server(
@@ -216,8 +220,11 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> dict
                 f"  1 {PLAIN}: 127.0.0.1:{port} (pid {pid}), plaintext, uvloop, "
                 "generic handler, raw bytes"
             )
+            mtls_args = ["--certs", str(env.certs_dir), "--identity", "product"]
             pid, port = await stack.enter_async_context(
-                _echo_server(env.certs_dir, logs / "echo-mtls.log", where.server_cpus)
+                _server_process(
+                    "bench.echo_server", mtls_args, logs / "echo-mtls.log", where.server_cpus
+                )
             )
             servers.append(
                 Server(
@@ -264,6 +271,26 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> dict
                     f"{shopmesh.PRODUCT_ID} as admin; GetProduct as product: "
                     + ("PERMISSION_DENIED (authz active)" if denied else "NOT denied")
                 )
+            pid, port = await stack.enter_async_context(
+                _server_process(
+                    "bench.product_server", mtls_args, logs / "product.log", where.server_cpus
+                )
+            )
+            address = f"127.0.0.1:{port}"
+            request = await shopmesh.create_product(env, address)
+            servers.append(
+                Server(
+                    BARE_PRODUCT,
+                    "mTLS, no mesh",
+                    "product",
+                    pid,
+                    Target(address, shopmesh.GET_PRODUCT, request, env.certs_dir),
+                )
+            )
+            progress.report(
+                f"  {len(servers)} {BARE_PRODUCT}: {address} (pid {pid}), the product "
+                "servicer and store alone on grpc.aio, the mesh's credentials"
+            )
             if where.load_cpus is not None:
                 # Threads the driver started while launching (asyncio's child watchers)
                 # inherited the server core: back to the load core with them.
@@ -310,7 +337,7 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> dict
 
             evidence = []
             for (instance, denied), before, after, server in zip(
-                instances, handled_before, handled_after, servers[2:], strict=True
+                instances, handled_before, handled_after, servers[2:4], strict=True
             ):
                 evidence.append(
                     {
@@ -331,11 +358,13 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> dict
 def _summary(
     subjects: list[SubjectResult], settings: Settings, where: Placement, checks: dict[str, Any]
 ) -> dict[str, Any]:
-    plain, mtls, mesh, traced = subjects
+    plain, mtls, mesh, traced, bare = subjects
     ratios = {
         "shopmesh_vs_plaintext_echo": ratio(mesh, plain),
         "shopmesh_traced_vs_plaintext_echo": ratio(traced, plain),
         "shopmesh_vs_mtls_echo": ratio(mesh, mtls),
+        "shopmesh_vs_bare_product": ratio(mesh, bare),
+        "bare_product_vs_mtls_echo": ratio(bare, mtls),
         "mtls_echo_vs_plaintext_echo": ratio(mtls, plain),
     }
     issue = ratios["shopmesh_vs_plaintext_echo"]
@@ -453,7 +482,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.sched_setaffinity(0, where.load_cpus)
     progress = Progress()
     progress.report(
-        f"ShopMesh benchmark: 4 subjects x {settings.rounds} rounds, each window "
+        f"ShopMesh benchmark: {SUBJECTS} subjects x {settings.rounds} rounds, each window "
         f"{settings.warmup:g} s warm-up + {settings.window:g} s measured "
         f"(about {int(settings.estimate // 60)} min {int(settings.estimate % 60):02d} s in all); "
         f"{settings.workers} load processes x {settings.concurrency} in flight"

@@ -81,13 +81,14 @@ class Progress:
             self.report(f"  ! {sample}")
 
     def round_ratios(self, number: int, subjects: Sequence[SubjectResult]) -> None:
-        plain, mtls, mesh, traced = subjects
+        plain, mtls, mesh, traced, bare = subjects
         parts = [
             f"{r.label} {r.per_round[-1]:.3f}"
             for r in (
                 ratio(mesh, plain),
                 ratio(traced, plain),
                 ratio(mesh, mtls),
+                ratio(mesh, bare),
             )
         ]
         self.report(f"round {number} calls/s ratios: " + ", ".join(parts))
@@ -187,7 +188,7 @@ def print_report(summary: dict[str, Any], where: Placement) -> None:
     print("of the time the server's asyncio thread ran on a core / was runnable but found")
     print("its core taken (by the server's own gRPC threads, mostly) / had nothing to do")
     print("(from /proc/<pid>/task/<pid>/schedstat); idle near 0 means the server, not the")
-    print("load, was the limit. idle srv: the three servers not under load, and etcd.")
+    print("load, was the limit. idle srv: the other servers (not under load) and etcd.")
     print("core N: how busy each core was, every process included")
     if where.server_cpus is not None and where.load_cpus is not None:
         print(
@@ -206,7 +207,7 @@ def print_report(summary: dict[str, Any], where: Placement) -> None:
     print("call are baseline / subject over all rounds. 1.0 is parity, higher is better for")
     print("the subject everywhere.")
     header = (
-        f"  {'rows':<4} {'subject vs baseline':<60} {'median':>7} {'min-max':>12} "
+        f"  {'rows':<4} {'subject vs baseline':<66} {'median':>7} {'min-max':>12} "
         f"{'pooled':>7} {'p50':>6} {'p99':>6} {'srv CPU/call':>12}"
     )
     print(header)
@@ -215,13 +216,15 @@ def print_report(summary: dict[str, Any], where: Placement) -> None:
         ("shopmesh_vs_plaintext_echo", "  <- the issue's ratio"),
         ("shopmesh_traced_vs_plaintext_echo", ""),
         ("shopmesh_vs_mtls_echo", ""),
+        ("shopmesh_vs_bare_product", "  <- what the mesh adds"),
+        ("bare_product_vs_mtls_echo", ""),
         ("mtls_echo_vs_plaintext_echo", ""),
     ):
         r = ratios[key]
         numerator, denominator = (int(x) for x in r["rows"].split("/"))
         text = f"{names[numerator]} vs {names[denominator]}"
         print(
-            f"  {r['rows']:<4} {text:<60} {r['calls_per_s_median']:>7.3f} "
+            f"  {r['rows']:<4} {text:<66} {r['calls_per_s_median']:>7.3f} "
             f"{_range(r['calls_per_s_min'], r['calls_per_s_max']):>12} "
             f"{r['calls_per_s_pooled']:>7.3f} {r['p50_inverse']:>6.3f} {r['p99_inverse']:>6.3f} "
             f"{r['server_cpu_per_call_inverse']:>12.3f}{note}"
