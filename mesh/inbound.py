@@ -12,11 +12,10 @@ which every copy shares, so they are drawn once per call.
 from __future__ import annotations
 
 import random
-import time
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeAlias
 
-__all__ = ["Deadline", "TraceIds", "enter", "inherit", "remaining", "trace_ids"]
+__all__ = ["Deadline", "TraceIds", "enter", "remaining", "trace_ids"]
 
 TraceIds: TypeAlias = tuple[int, int]
 """(trace id, span id) as OpenTelemetry numbers them."""
@@ -26,16 +25,6 @@ class Deadline(Protocol):
     """Anything that knows its time left, such as a grpc ServicerContext."""
 
     def time_remaining(self) -> float | None: ...
-
-
-class _Fixed:
-    __slots__ = ("_at",)
-
-    def __init__(self, seconds: float | None) -> None:
-        self._at = None if seconds is None else time.monotonic() + seconds
-
-    def time_remaining(self) -> float | None:
-        return None if self._at is None else self._at - time.monotonic()
 
 
 # The call being served, as a two-slot list: [its Deadline, its TraceIds or None until
@@ -50,12 +39,6 @@ def enter(call: Deadline, trace_ids: TraceIds | None = None) -> None:
     """The server, as it admits a call: calls made from here on get at most what `call`
     has left, and carry `trace_ids` (else ids drawn when first asked for)."""
     _current.set([call, trace_ids])
-
-
-def inherit(time_remaining: float | None) -> None:
-    """Calls made from here on must finish within `time_remaining` seconds from now;
-    they keep the trace ids of the call being served, if there is one."""
-    _current.set([_Fixed(time_remaining), trace_ids()])
 
 
 def remaining() -> float | None:

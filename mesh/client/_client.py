@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Sequence
 
 import grpc
@@ -53,8 +54,10 @@ class MeshClient:
         self._metrics = metrics
         self._channels: dict[str, ServiceChannel] = {}
 
-    def _dial(self, endpoint: Endpoint) -> grpc.aio.Channel:
-        expected = self._identity_of(endpoint.service).dns_name
+    def _dial(self, service: str, endpoint: Endpoint) -> grpc.aio.Channel:
+        # The service called, not the one the registry entry names: that is written by
+        # the instance itself.
+        expected = self._identity_of(service).dns_name
         return grpc.aio.secure_channel(
             endpoint.address,
             self._credentials,
@@ -67,7 +70,11 @@ class MeshClient:
         channel = self._channels.get(service)
         if channel is None:
             channel = ServiceChannel(
-                service, self._source, self._dial, self._policy, metrics=self._metrics
+                service,
+                self._source,
+                functools.partial(self._dial, service),
+                self._policy,
+                metrics=self._metrics,
             )
             self._channels[service] = channel
         return channel

@@ -80,8 +80,9 @@ class _Guard:
     does. (A servicer that calls context.abort() itself is counted just after.)
 
     A call is admitted (authorised, counted) before it is sampled, so a denied caller
-    never gets a span; a traced call then runs the same handler again inside
-    OpenTelemetry's span, with `admitted_at` set.
+    never gets a span. A traced call re-enters the guard's own wrapper inside
+    OpenTelemetry's span, with `admitted_at` set, which skips admission; the servicer
+    runs once.
     """
 
     def __init__(
@@ -255,9 +256,9 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
     """Wraps handlers: each once, the wrapper then serving every call routed to it
     (keyed by handler, so one instance may serve several servers).
 
-    A call the `sampler` picks is handed, already guarded, to the `tracing`
-    interceptor (OpenTelemetry's), whose span then encloses all of it; a call not
-    picked never enters it.
+    A call is authorised and counted first; if the `sampler` then picks it, the rest
+    of it (the servicer, error mapping, its latency's end) runs inside the span of the
+    `tracing` interceptor (OpenTelemetry's). A call not picked never enters it.
     """
 
     def __init__(

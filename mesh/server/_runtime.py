@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import logging
 import os
@@ -45,6 +44,7 @@ from mesh.identity import IdentityFiles, SpiffeId, channel_credentials, server_c
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration
 from mesh.server._interceptor import MeshInterceptor, Registrar
 from mesh.state import etcd_endpoint
+from mesh.tasks import cancel_and_wait
 from mesh.telemetry import (
     ClientMetrics,
     HeadSampler,
@@ -232,7 +232,8 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
 
 
 async def _unless_stopped(step: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
-    """Run `step` unless `stop` is set first, which cancels it. True if it finished."""
+    """Run `step` unless `stop` is set first, which cancels it. True if it finished;
+    raises its error if it failed."""
     task = asyncio.ensure_future(step)
     stopped = asyncio.ensure_future(stop.wait())
     try:
@@ -240,12 +241,10 @@ async def _unless_stopped(step: Coroutine[Any, Any, None], stop: asyncio.Event) 
     finally:
         stopped.cancel()
         if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    if task.cancelled():
-        return False
-    task.result()  # its error, if it failed
+            await cancel_and_wait(task)
+    if task.cancelled() or (stop.is_set() and task.exception() is not None):
+        return False  # a stop wins over a failure that raced it
+    task.result()
     return True
 
 

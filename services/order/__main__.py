@@ -9,7 +9,7 @@ from mesh.tasks import cancel_and_wait, start_background
 from services.order.clients import GrpcCatalog, GrpcInventory
 from services.order.servicer import OrderServicer
 from services.order.store import OrderStore
-from services.order.sweeper import HoldSweeper
+from services.order.sweeper import RESERVE_TIMEOUT, HoldSweeper
 
 __all__ = ["main", "setup"]
 
@@ -19,7 +19,7 @@ async def setup(rt: Runtime) -> None:
     through the mesh client; sweep stock holds left behind in the background."""
     store = OrderStore(rt.data_dir / "order.db")
     rt.on_close(store.close)
-    inventory = GrpcInventory(rt.client.channel("inventory"))
+    inventory = GrpcInventory(rt.client.channel("inventory"), timeout=RESERVE_TIMEOUT)
     servicer = OrderServicer(store, GrpcCatalog(rt.client.channel("product")), inventory)
     sweeping = start_background(HoldSweeper(store, inventory).run(), "stock hold sweeper")
     rt.on_close(lambda: cancel_and_wait(sweeping))  # before the store closes

@@ -96,7 +96,9 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         try:
             stored = await asyncio.to_thread(self._store.add, order)
         except HoldClaimed:
-            # Slower than the sweeper's grace: the sweeper has given the stock back.
+            # Slower than the sweeper's grace. Its release may have reached inventory
+            # before our reservation did: release again (a release is idempotent).
+            await self._compensate(order.order_id)
             raise Unavailable("placing the order took too long; try again") from None
         except Exception:
             await self._compensate(order.order_id)

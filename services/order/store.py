@@ -9,8 +9,9 @@ Holds: before PlaceOrder asks inventory to reserve stock, it records a hold for 
 order id; storing the order removes it in the same transaction. A hold that outlives
 its PlaceOrder (the release failed, the reservation timed out with an unknown outcome,
 or the process died) is stock that may be held for no order, and the sweeper gives it
-back (services.order.sweeper). Claiming a hold for release and storing its order
-exclude each other: whichever commits first wins.
+back (services.order.sweeper). An order is stored only while its hold is there and
+unclaimed; claiming a hold for release and storing its order are write transactions,
+so whichever commits first wins and the other sees it.
 
 Reads are quick and never wait for a writer: call them on the event loop. Writes may
 wait for another instance's write lock: call them through `asyncio.to_thread`.
@@ -113,18 +114,20 @@ class OrderStore:
         return sorted(order_id for (order_id,) in rows)
 
     def add(self, order: Order) -> Order:
-        """Store a new order and drop its hold, and return it; if its customer already
+        """Store a new order, which must have an unclaimed hold, drop the hold, and
+        return the order; if its customer already
         placed an order with the same non-empty request_id, store nothing and return
         that order instead (the hold stays: its stock is still to release).
 
         Raises:
-            HoldClaimed: the sweeper claimed the order's hold first.
+            HoldClaimed: the order has no unclaimed hold (the sweeper claimed it, and
+                may have released its stock and dropped it since).
         """
         with self._db.write() as db:
-            claimed = db.execute(
-                "SELECT 1 FROM holds WHERE order_id = ? AND claimed = 1", (order.order_id,)
+            unclaimed = db.execute(
+                "SELECT 1 FROM holds WHERE order_id = ? AND claimed = 0", (order.order_id,)
             ).fetchone()
-            if claimed is not None:
+            if unclaimed is None:
                 raise HoldClaimed(order.order_id)
             if order.request_id:
                 earlier = _find(

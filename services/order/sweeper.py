@@ -19,13 +19,16 @@ from collections.abc import Callable
 from services.order.clients import Inventory
 from services.order.store import OrderStore
 
-__all__ = ["GRACE", "INTERVAL", "HoldSweeper"]
+__all__ = ["GRACE", "INTERVAL", "RESERVE_TIMEOUT", "HoldSweeper"]
 
 log = logging.getLogger("services.order")
 
 GRACE = 60.0
-"""Seconds a hold may live before it is swept: far beyond any PlaceOrder, whose
-downstream calls each end within the mesh client's timeout."""
+"""Seconds a hold may live before it is swept: far beyond the time between a hold and
+its order's insert (the reservation's timeout, RESERVE_TIMEOUT, plus two database
+writes). A PlaceOrder slower than that is refused and its stock released."""
+RESERVE_TIMEOUT = 10.0
+"""Seconds PlaceOrder gives inventory to reserve, whatever its caller's deadline."""
 INTERVAL = 30.0
 """Seconds between sweeps."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from mesh.identity import (
     issue_certificate,
 )
 from mesh.registry import Endpoint
-from tests.harness.inprocess import IDENTITY_OF, StaticSource
+from tests.harness.inprocess import IDENTITY_OF
 from tests.harness.mesh import MeshHarness
 from tests.harness.metrics import scrape, value
 
@@ -152,15 +154,34 @@ async def test_rich_error_details_reach_the_caller(shop: MeshHarness) -> None:
     assert {"order_id", "items[0].quantity"} <= fields
 
 
-@pytest.mark.parametrize(("service", "refused"), [("product", True), ("inventory", False)])
+class LyingSource:
+    """A registry entry under `called` that says whatever `declared` service it likes:
+    entries are written by the instances themselves."""
+
+    def __init__(self, called: str, declared: str, address: str) -> None:
+        self._called = called
+        self._endpoint = Endpoint(declared, "impostor", address)
+
+    async def endpoints(self, service: str) -> AsyncIterator[frozenset[Endpoint]]:
+        yield frozenset([self._endpoint] if service == self._called else [])
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize(
+    ("service", "declared", "refused"),
+    [
+        ("product", "product", True),
+        ("product", "inventory", True),  # a registry entry that tells the truth about itself
+        ("inventory", "inventory", False),
+    ],
+)
 async def test_the_client_checks_that_an_endpoint_is_the_service_it_calls(
-    shop: MeshHarness, service: str, refused: bool
+    shop: MeshHarness, service: str, declared: str, refused: bool
 ) -> None:
-    """An inventory instance that registers under "product" cannot take product's calls:
+    """An inventory instance registered under "product" cannot take product's calls:
     it cannot prove product's identity, so the TLS handshake fails before any call."""
-    inventory_instance = Endpoint(service, "impostor", _address(shop, "inventory-1"))
     client = MeshClient(
-        StaticSource([inventory_instance]),
+        LyingSource(service, declared, _address(shop, "inventory-1")),
         channel_credentials(IdentityFiles(shop.config.certs_dir, "admin")),
         replace(shop.config.client, timeout=3.0, retry=RetryPolicy(max_attempts=1)),
         identity_of=IDENTITY_OF,

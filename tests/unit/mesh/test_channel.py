@@ -7,6 +7,7 @@ import asyncio
 import datetime as dt
 import itertools
 import random
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -55,6 +56,16 @@ def serialize(request: Any) -> bytes:
 
 def deserialize(raw: bytes) -> Any:
     return raw
+
+
+class Within:
+    """A deadline `seconds` from now, as an inbound call's context would have it."""
+
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    def time_remaining(self) -> float:
+        return self._at - time.monotonic()
 
 
 class FakeSource:
@@ -603,7 +614,7 @@ async def test_an_inherited_deadline_bounds_every_attempt(
     channel = await make()
 
     async def inbound_call() -> Any:
-        inbound.inherit(0.2)
+        inbound.enter(Within(0.2))
         return await call(channel, timeout=explicit)
 
     await in_own_context(inbound_call)
@@ -620,7 +631,7 @@ async def test_a_shorter_explicit_timeout_beats_the_inherited_deadline(
     channel = await make()
 
     async def inbound_call() -> Any:
-        inbound.inherit(5.0)
+        inbound.enter(Within(5.0))
         return await call(channel, timeout=0.1)
 
     await in_own_context(inbound_call)
@@ -641,7 +652,7 @@ async def test_a_passed_inherited_deadline_fails_without_calling(
     channel = await make()
 
     async def inbound_call() -> Any:
-        inbound.inherit(left)
+        inbound.enter(Within(left))
         return await call(channel, timeout=1.0)
 
     with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 
-import pytest
-
 from mesh import inbound
 
 
@@ -76,17 +74,3 @@ def test_two_calls_get_different_ids() -> None:
         return inbound.trace_ids()
 
     assert len({contextvars.Context().run(run) for _ in range(20)}) == 20
-
-
-@pytest.mark.parametrize("traced", [True, False])
-def test_a_fixed_deadline_keeps_the_trace_of_the_call_being_served(traced: bool) -> None:
-    def run() -> tuple[inbound.TraceIds | None, float | None]:
-        if traced:
-            inbound.enter(Left(None), (7, 9))
-        inbound.inherit(5.0)
-        return inbound.trace_ids(), inbound.remaining()
-
-    ids, left = contextvars.Context().run(run)
-    assert ids == (7, 9) if traced else ids is not None  # a call of its own draws ids
-    assert left is not None
-    assert 4.0 < left <= 5.0

@@ -24,6 +24,7 @@ from services.order.clients import Catalog, Inventory
 from services.order.domain import ORDER, Line, Money, Order
 from services.order.servicer import OrderServicer
 from services.order.store import OrderStore
+from services.order.sweeper import HoldSweeper
 
 PRICES = {
     "dime": Money("EUR", 0, 100_000_000),
@@ -241,17 +242,27 @@ async def test_a_reservation_of_unknown_outcome_leaves_the_hold(
     assert await servicer.ListOrders(pb.ListOrdersRequest(), context) == pb.ListOrdersResponse()
 
 
-async def test_an_order_slower_than_the_sweeper_is_not_stored(
-    servicer: OrderServicer, store: OrderStore, inventory: FakeInventory, context: Any
+async def test_an_order_slower_than_the_sweeper_is_not_stored_and_its_stock_released(
+    store: OrderStore, context: Any
 ) -> None:
+    """The sweeper claims the hold, releases and drops it while the reservation is
+    still on its way; the order must not be stored, and its stock is released after
+    the reservation."""
+
     class SweptDuringReserve(FakeInventory):
         async def reserve(self, order_id: str, lines: Sequence[Line]) -> None:
-            store.claim_holds(LATER)  # the sweeper claims the hold meanwhile
+            swept = await HoldSweeper(store, self, grace=0, clock=lambda: LATER).sweep()
+            assert swept == [order_id]
+            await super().reserve(order_id, lines)
 
-    swept = OrderServicer(store, FakeCatalog(PRICES), SweptDuringReserve())
+    inventory = SweptDuringReserve()
+    servicer = OrderServicer(store, FakeCatalog(PRICES), inventory)
     with pytest.raises(Unavailable):
-        await swept.PlaceOrder(place_request(("dime", 1)), context)
-    assert await swept.ListOrders(pb.ListOrdersRequest(), context) == pb.ListOrdersResponse()
+        await servicer.PlaceOrder(place_request(("dime", 1)), context)
+    [(order_id, _)] = inventory.reserved
+    assert inventory.released == [order_id, order_id]  # the sweeper's, then ours
+    assert await servicer.ListOrders(pb.ListOrdersRequest(), context) == pb.ListOrdersResponse()
+    assert store.claim_holds(LATER) == []
 
 
 async def test_repeated_request_id_returns_the_first_order_without_calls(

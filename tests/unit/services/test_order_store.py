@@ -25,6 +25,12 @@ def order(order_id: str, customer_id: str = "cust-1", request_id: str = "") -> O
     )
 
 
+def stored(store: OrderStore, new: Order) -> Order:
+    """What PlaceOrder does: hold, then store."""
+    store.hold(new.order_id, 0)
+    return store.add(new)
+
+
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
     return tmp_path / "order.db"
@@ -38,33 +44,33 @@ def store(path: Path) -> Iterator[OrderStore]:
 
 
 def test_added_order_reads_back(store: OrderStore) -> None:
-    assert store.add(order("ord-1")) == order("ord-1")
+    assert stored(store, order("ord-1")) == order("ord-1")
     assert store.get("ord-1") == order("ord-1")
     assert store.get("ord-2") is None
 
 
 def test_a_repeated_request_returns_the_first_order(store: OrderStore) -> None:
-    first = store.add(order("ord-1", request_id="r1"))
-    assert store.add(order("ord-2", request_id="r1")) == first
+    first = stored(store, order("ord-1", request_id="r1"))
+    assert stored(store, order("ord-2", request_id="r1")) == first
     assert store.get("ord-2") is None
     assert store.by_request("cust-1", "r1") == first
 
 
 def test_request_ids_are_per_customer(store: OrderStore) -> None:
-    store.add(order("ord-1", customer_id="c1", request_id="r1"))
-    assert store.add(order("ord-2", customer_id="c2", request_id="r1")).order_id == "ord-2"
+    stored(store, order("ord-1", customer_id="c1", request_id="r1"))
+    assert stored(store, order("ord-2", customer_id="c2", request_id="r1")).order_id == "ord-2"
     assert store.by_request("c2", "r1") == order("ord-2", customer_id="c2", request_id="r1")
 
 
 def test_orders_without_request_id_never_collide(store: OrderStore) -> None:
-    store.add(order("ord-1"))
-    assert store.add(order("ord-2")).order_id == "ord-2"
+    stored(store, order("ord-1"))
+    assert stored(store, order("ord-2")).order_id == "ord-2"
     assert store.by_request("cust-1", "") is None
 
 
 def test_pages_newest_first_with_customer_filter(store: OrderStore) -> None:
     for index in range(5):
-        store.add(order(f"ord-{index}", customer_id="c1" if index % 2 == 0 else "c2"))
+        stored(store, order(f"ord-{index}", customer_id="c1" if index % 2 == 0 else "c2"))
     first, cursor = store.page(customer_id="", before=None, limit=2)
     assert [o.order_id for o in first] == ["ord-4", "ord-3"]
     rest, end = store.page(customer_id="", before=cursor, limit=10)
@@ -77,9 +83,9 @@ def test_pages_newest_first_with_customer_filter(store: OrderStore) -> None:
 def test_two_stores_on_one_file_share_writes(path: Path, store: OrderStore) -> None:
     other = OrderStore(path)
     try:
-        other.add(order("ord-1", request_id="r1"))
+        stored(other, order("ord-1", request_id="r1"))
         assert store.get("ord-1") == order("ord-1", request_id="r1")
-        assert store.add(order("ord-2", request_id="r1")).order_id == "ord-1"
+        assert stored(store, order("ord-2", request_id="r1")).order_id == "ord-1"
     finally:
         other.close()
 
@@ -96,7 +102,7 @@ def test_storing_an_order_drops_its_hold(store: OrderStore) -> None:
 
 
 def test_a_duplicate_request_keeps_the_losers_hold(store: OrderStore) -> None:
-    store.add(order("ord-1", request_id="r-1"))
+    stored(store, order("ord-1", request_id="r-1"))
     store.hold("ord-2", 10)
     assert store.add(order("ord-2", request_id="r-1")).order_id == "ord-1"
     assert store.claim_holds(LATER) == ["ord-2"]  # its stock is still to give back
@@ -111,9 +117,13 @@ def test_only_holds_older_than_the_cutoff_are_claimed(store: OrderStore) -> None
     assert store.claim_holds(LATER) == ["ord-new"]
 
 
-def test_an_order_whose_hold_was_claimed_cannot_be_stored(store: OrderStore) -> None:
+@pytest.mark.parametrize("dropped", [False, True])
+def test_an_order_whose_hold_was_claimed_cannot_be_stored(store: OrderStore, dropped: bool) -> None:
+    """Claimed, or claimed, released and dropped by the sweeper since."""
     store.hold("ord-1", 10)
     store.claim_holds(LATER)
+    if dropped:
+        store.drop_hold("ord-1")
     with pytest.raises(HoldClaimed):
         store.add(order("ord-1"))
     assert store.get("ord-1") is None
