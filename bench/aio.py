@@ -1,12 +1,15 @@
-"""Cleanup that a Ctrl-C cannot cut short."""
+"""Cleanup that a Ctrl-C cannot cut short, and the benchmark servers' lifetime."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable
 from typing import TypeVar
 
-__all__ = ["to_completion"]
+import grpc
+
+__all__ = ["serve_until_signalled", "to_completion"]
 
 _T = TypeVar("_T")
 
@@ -29,3 +32,18 @@ async def to_completion(awaitable: Awaitable[_T]) -> _T:
     if cancelled:
         raise asyncio.CancelledError
     return result
+
+
+async def serve_until_signalled(server: grpc.aio.Server, port: int) -> None:
+    """Start `server`, print `port` (the driver waits for that line), and serve until
+    SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await server.start()
+    print(port, flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(0)

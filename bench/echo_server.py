@@ -12,8 +12,6 @@ client certificate chaining to the CA in DIR (mesh.identity.server_credentials).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +19,8 @@ from typing import Any
 
 import grpc
 import uvloop
+
+from bench.aio import serve_until_signalled
 
 __all__ = ["METHOD", "main"]
 
@@ -51,16 +51,7 @@ async def _serve(args: argparse.Namespace) -> None:
         port = server.add_secure_port(address, credentials)
     else:
         port = server.add_insecure_port(address)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await server.start()
-    print(port, flush=True)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop(0)
+    await serve_until_signalled(server, port)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

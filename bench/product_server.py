@@ -10,8 +10,6 @@ larger reply) costs. Prints the port once it serves; stops on SIGTERM or SIGINT.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -21,6 +19,7 @@ import grpc
 import uvloop
 from shop.product.v1 import product_pb2_grpc
 
+from bench.aio import serve_until_signalled
 from mesh.identity import IdentityFiles, server_credentials
 from services.product.servicer import ProductServicer
 from services.product.store import ProductStore
@@ -37,16 +36,9 @@ async def _serve(args: argparse.Namespace) -> None:
         )
         credentials = server_credentials(IdentityFiles(args.certs, args.identity))
         port = server.add_secure_port(f"{args.host}:{args.port}", credentials)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        await server.start()
-        print(port, flush=True)
         try:
-            await stop.wait()
+            await serve_until_signalled(server, port)
         finally:
-            await server.stop(0)
             store.close()
 
 

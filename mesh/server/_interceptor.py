@@ -115,11 +115,16 @@ class _Guard:
             self.decisions[sans] = decision
         return decision
 
-    def admit(self, context: Context) -> Decision:
-        """Count the call's start and decide whether its caller may make it."""
+    async def admit(self, context: Context) -> float:
+        """Count the call's start and check its caller: a denied call is counted and
+        aborted here. Returns when the call started."""
+        started = time.perf_counter()
         self.stats.start()
         sans = tuple(context.peer_identities() or ())
-        return self.decisions.get(sans) or self.authorise(sans)
+        decision = self.decisions.get(sans) or self.authorise(sans)
+        if not decision.allowed:
+            await self.deny(decision, context, started)
+        return started
 
     def sample(self, context: Context) -> bool:
         """Whether the admitted call is traced; records it, with the trace it belongs
@@ -183,10 +188,7 @@ class _Guard:
     def unary(self, handler: Handler, behavior: Callable[..., Awaitable[Any]]) -> Handler:
         async def handle(request: Any, context: Context, admitted_at: float | None = None) -> Any:
             if admitted_at is None:
-                started = time.perf_counter()
-                decision = self.admit(context)
-                if not decision.allowed:
-                    await self.deny(decision, context, started)
+                started = await self.admit(context)
                 if self.sample(context):
                     inner = functools.partial(handle, admitted_at=started)
                     return await (await self.traced(handler, inner, context))(request, context)
@@ -209,10 +211,7 @@ class _Guard:
             request: Any, context: Context, admitted_at: float | None = None
         ) -> AsyncIterator[Any]:
             if admitted_at is None:
-                started = time.perf_counter()
-                decision = self.admit(context)
-                if not decision.allowed:
-                    await self.deny(decision, context, started)
+                started = await self.admit(context)
                 if self.sample(context):
                     inner = functools.partial(stream, admitted_at=started)
                     async for item in (await self.traced(handler, inner, context))(
