@@ -103,7 +103,7 @@ class _Guard:
             else None
         )
         # The caller's SANs, as grpc hands them over, -> the decision for this method.
-        self.decisions: dict[tuple[bytes, ...], Decision] = {}
+        self._decisions: dict[tuple[bytes, ...], Decision] = {}
 
     def record(self, code: grpc.StatusCode, started: float) -> None:
         self.stats.finish(code, time.perf_counter() - started)
@@ -111,8 +111,8 @@ class _Guard:
     def authorise(self, sans: tuple[bytes, ...]) -> Decision:
         """The decision for a caller not yet cached."""
         decision = self.authz.check(_caller(sans), self.method)
-        if len(self.decisions) < 1024:
-            self.decisions[sans] = decision
+        if len(self._decisions) < 1024:
+            self._decisions[sans] = decision
         return decision
 
     async def admit(self, context: Context) -> float:
@@ -121,7 +121,7 @@ class _Guard:
         started = time.perf_counter()
         self.stats.start()
         sans = tuple(context.peer_identities() or ())
-        decision = self.decisions.get(sans) or self.authorise(sans)
+        decision = self._decisions.get(sans) or self.authorise(sans)
         if not decision.allowed:
             await self.deny(decision, context, started)
         return started

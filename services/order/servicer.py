@@ -11,8 +11,8 @@ PlaceOrder, step by step:
    reservation and re-raise; if a concurrent duplicate of the request stored first,
    release ours and return its.
 A hold left behind (a release that failed, a reservation whose outcome is unknown, a
-crash) is released later by the sweeper (services.order.sweeper), so stock is never
-held for an order that does not exist.
+crash) is released by the sweeper (services.order.sweeper) within about 90 s, and
+its order can no longer be stored.
 
 Failures are raised as mesh.problems exceptions; the mesh server interceptor turns them
 into statuses with details, and keeps a downstream UNAVAILABLE or DEADLINE_EXCEEDED.

@@ -115,9 +115,9 @@ class OrderStore:
 
     def add(self, order: Order) -> Order:
         """Store a new order, which must have an unclaimed hold, drop the hold, and
-        return the order; if its customer already
-        placed an order with the same non-empty request_id, store nothing and return
-        that order instead (the hold stays: its stock is still to release).
+        return the order. If its customer already placed an order with the same
+        non-empty request_id, store nothing and return that order instead (the hold
+        stays: its stock is still to release).
 
         Raises:
             HoldClaimed: the order has no unclaimed hold (the sweeper claimed it, and
