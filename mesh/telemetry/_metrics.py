@@ -78,11 +78,12 @@ class MethodMetrics:
     it reads is whole and counts only grow, but the series are read one after another,
     so one scrape may count a call in one series and not yet in the next."""
 
-    __slots__ = ("buckets", "handled", "labels", "started", "total_seconds")
+    __slots__ = ("buckets", "handled", "labels", "ok", "started", "total_seconds")
 
     def __init__(self, labels: tuple[str, str, str]) -> None:
         self.labels = labels
         self.started = 0
+        self.ok = 0  # calls handled with OK, the common case, kept out of `handled`
         self.handled: dict[grpc.StatusCode, int] = {}
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last is +Inf
         self.total_seconds = 0.0
@@ -90,10 +91,26 @@ class MethodMetrics:
     def start(self) -> None:
         self.started += 1
 
-    def finish(self, code: grpc.StatusCode, seconds: float) -> None:
-        self.handled[code] = self.handled.get(code, 0) + 1
+    def succeeded(self, seconds: float) -> None:
+        """A call handled with OK in `seconds`."""
+        self.ok += 1
         self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total_seconds += seconds
+
+    def finish(self, code: grpc.StatusCode, seconds: float) -> None:
+        if code is grpc.StatusCode.OK:
+            self.succeeded(seconds)
+        else:
+            self.handled[code] = self.handled.get(code, 0) + 1
+            self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            self.total_seconds += seconds
+
+    def handled_by_code(self) -> dict[grpc.StatusCode, int]:
+        """Calls handled so far, by status code (codes never seen are absent)."""
+        counts = dict(self.handled)
+        if self.ok:
+            counts[grpc.StatusCode.OK] = self.ok
+        return counts
 
 
 class _RpcFamily(Collector):
@@ -129,7 +146,7 @@ class _RpcFamily(Collector):
         bounds = [*map(floatToGoString, LATENCY_BUCKETS), "+Inf"]
         for stats in list(self._methods.values()):
             started.add_metric(stats.labels, stats.started)
-            for code, count in list(stats.handled.items()):
+            for code, count in stats.handled_by_code().items():
                 handled.add_metric([*stats.labels, _GO_CODES[code]], count)
             cumulative = list(itertools.accumulate(stats.buckets))
             handling.add_metric(

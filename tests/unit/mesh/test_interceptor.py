@@ -340,3 +340,38 @@ async def test_streams_are_counted_as_server_streams(mesh: Mesh) -> None:
     _ = [r async for r in mesh.stubs["admin"].Watch(health_pb2.HealthCheckRequest(), timeout=5.0)]
 
     assert watched() == before + 1
+
+
+class RecordingServer:
+    """What a Registrar asks of its server, recorded."""
+
+    def __init__(self) -> None:
+        self.generic: list[grpc.GenericRpcHandler] = []
+        self.registered: list[str] = []
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self.generic.extend(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        self.registered.append(service)
+
+
+def test_registered_methods_are_served_by_one_lookup_not_registered_one_by_one() -> None:
+    # grpc.aio waits on a future per registered method for every call it accepts.
+    server = RecordingServer()
+    guard = MeshInterceptor(AuthzTable([], DOMAIN, NAMESPACE), ServerMetrics(CollectorRegistry()))
+    health_pb2_grpc.add_HealthServicer_to_server(ScriptedHealth(), guard.registrar(server))  # type: ignore[arg-type]
+
+    assert server.registered == []
+    dispatcher = server.generic[0]  # asked first
+    check = dispatcher.service(_Details(f"/{HEALTH}/Check"))
+    assert check is not None
+    assert check.unary_unary is not None
+    assert check.unary_unary.__qualname__.startswith("_Guard.")  # the guarded handler
+    assert dispatcher.service(_Details(f"/{HEALTH}/NoSuchMethod")) is None
+
+
+class _Details(grpc.HandlerCallDetails):
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.invocation_metadata = ()
