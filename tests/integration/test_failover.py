@@ -8,17 +8,22 @@ instance deregisters and drains first, so no call of any kind fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
+from mesh.config import ADMIN_IDENTITY
+from mesh.identity import IdentityFiles, channel_credentials
 from mesh.supervisor import EtcdServer
 from tests.harness.mesh import MeshHarness, write_config
 
@@ -138,18 +143,33 @@ async def test_kill_9_fails_no_idempotent_call_and_leaves_etcd_within_ttl(
     assert gone_after <= pool.config.etcd.lease_ttl + 0.5
 
 
+async def _watch_health(mesh: MeshHarness, address: str, seen: list[str]) -> None:
+    """Append each status the instance at `address` reports until its stream ends."""
+    credentials = channel_credentials(IdentityFiles(mesh.config.certs_dir, ADMIN_IDENTITY))
+    async with grpc.aio.secure_channel(address, credentials) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        with contextlib.suppress(grpc.aio.AioRpcError):  # the server going away ends it
+            async for reply in stub.Watch(health_pb2.HealthCheckRequest()):
+                seen.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
 async def test_sigterm_fails_no_call_of_any_kind(pool: MeshHarness) -> None:
     load = _load(pool, ["GetStock", "AdjustStock", "ReserveStock"])
+    victim = pool.instances["inventory-2"]
+    statuses: list[str] = []
+    watcher = asyncio.create_task(_watch_health(pool, victim.endpoint.address, statuses))
     load.start()
     try:
         await load.until_ok(50)
-        victim = pool.instances["inventory-2"]
         victim.send_signal(signal.SIGTERM)
         gone_after = await _gone_from_etcd(pool, victim.key, timeout=2)
         exit_code = await asyncio.wait_for(victim.wait(), 15)
         await load.until_ok(100)
+        await asyncio.wait_for(watcher, 5)
     finally:
+        watcher.cancel()
         await load.stop()
     assert load.failures == []
     assert exit_code == 0
     assert gone_after < pool.config.server.drain_delay  # deregistered before it stopped serving
+    assert statuses == ["SERVING", "NOT_SERVING"]  # health said so before it went away

@@ -6,15 +6,35 @@ import asyncio
 import json
 import uuid
 
+import pytest
+
 from tests.harness.mesh import MeshHarness
+
+# instance -> its service and methods
+SERVICES = {
+    "product-1": (
+        "shop.product.v1.ProductService",
+        ("GetProduct", "ListProducts", "CreateProduct"),
+    ),
+    "inventory-1": (
+        "shop.inventory.v1.InventoryService",
+        ("GetStock", "AdjustStock", "ReserveStock", "ReleaseStock", "GetReservation"),
+    ),
+    "order-1": ("shop.order.v1.OrderService", ("PlaceOrder", "GetOrder", "ListOrders")),
+}
 
 
 async def _grpcurl(
-    binary: str, mesh: MeshHarness, *args: str, body: object = None, tls: bool = True
+    binary: str,
+    mesh: MeshHarness,
+    *args: str,
+    body: object = None,
+    tls: bool = True,
+    instance: str = "product-1",
 ) -> tuple[int, str]:
-    """grpcurl [tls flags] [-d body] <product address> args..."""
+    """grpcurl [tls flags] [-d body] <instance's address> args..."""
     certs = mesh.config.certs_dir
-    endpoint = mesh.instances["product-1"].endpoint
+    endpoint = mesh.instances[instance].endpoint
     assert endpoint is not None
     options = ["-connect-timeout", "3", "-cacert", str(certs / "ca.crt")]
     if tls:
@@ -29,24 +49,27 @@ async def _grpcurl(
     return process.returncode or 0, output.decode()
 
 
+@pytest.mark.parametrize("instance", SERVICES)
 async def test_lists_services_through_reflection(
-    shop: MeshHarness, binaries: dict[str, str]
+    shop: MeshHarness, binaries: dict[str, str], instance: str
 ) -> None:
-    code, output = await _grpcurl(binaries["grpcurl"], shop, "list")
+    code, output = await _grpcurl(binaries["grpcurl"], shop, "list", instance=instance)
     assert code == 0, output
-    assert set(output.split()) >= {
-        "shop.product.v1.ProductService",
+    assert set(output.split()) == {
+        SERVICES[instance][0],
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
     }
 
 
-async def test_describes_a_service(shop: MeshHarness, binaries: dict[str, str]) -> None:
-    code, output = await _grpcurl(
-        binaries["grpcurl"], shop, "describe", "shop.product.v1.ProductService"
-    )
+@pytest.mark.parametrize("instance", SERVICES)
+async def test_describes_a_service(
+    shop: MeshHarness, binaries: dict[str, str], instance: str
+) -> None:
+    service, methods = SERVICES[instance]
+    code, output = await _grpcurl(binaries["grpcurl"], shop, "describe", service, instance=instance)
     assert code == 0, output
-    for method in ("GetProduct", "ListProducts", "CreateProduct"):
+    for method in methods:
         assert f"rpc {method} " in output
 
 
@@ -73,16 +96,17 @@ async def test_calls_a_method(shop: MeshHarness, binaries: dict[str, str]) -> No
     assert json.loads(output)["product"]["name"] == "Via grpcurl"
 
 
-async def test_calls_the_health_check(shop: MeshHarness, binaries: dict[str, str]) -> None:
-    code, output = await _grpcurl(binaries["grpcurl"], shop, "grpc.health.v1.Health/Check")
+@pytest.mark.parametrize("instance", SERVICES)
+async def test_calls_the_health_check(
+    shop: MeshHarness, binaries: dict[str, str], instance: str
+) -> None:
+    check = "grpc.health.v1.Health/Check"
+    code, output = await _grpcurl(binaries["grpcurl"], shop, check, instance=instance)
     assert code == 0, output
     assert json.loads(output) == {"status": "SERVING"}
-    code, output = await _grpcurl(
-        binaries["grpcurl"],
-        shop,
-        "grpc.health.v1.Health/Check",
-        body={"service": "shop.product.v1.ProductService"},
-    )
+    body = {"service": SERVICES[instance][0]}
+    code, output = await _grpcurl(binaries["grpcurl"], shop, check, body=body, instance=instance)
+    assert code == 0, output
     assert json.loads(output) == {"status": "SERVING"}
 
 

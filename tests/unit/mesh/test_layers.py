@@ -30,6 +30,8 @@ def _imports(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module == "mesh":
+            found.update(f"mesh.{alias.name}" for alias in node.names)  # from mesh import x
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
     return found
@@ -59,3 +61,9 @@ def test_mesh_imports_only_lower_layers_and_no_service(path: Path) -> None:
             assert LAYER_OF[target] <= LAYER_OF[unit], (
                 f"{unit} (layer {LAYER_OF[unit]}) imports {module}"
             )
+
+
+def test_a_package_import_is_checked_like_a_module_import(tmp_path: Path) -> None:
+    source = tmp_path / "lower.py"
+    source.write_text("from mesh import client, inbound\nimport mesh.server\n")
+    assert _imports(source) == {"mesh.client", "mesh.inbound", "mesh.server"}
