@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mesh.supervisor import free_port
-from tests.e2e.conftest import Workspace, alive, make_workspace
+from tests.e2e.conftest import BIN, Workspace, alive, make_workspace
 
 EXPECTED = {
     ("product", "product-1"),
@@ -56,6 +56,26 @@ def test_address_prints_a_serving_instance(running: Workspace) -> None:
     missing = running.meshctl("address", "nothing")
     assert missing.returncode == 1
     assert "nothing" in missing.stderr
+
+
+def test_another_folder_reaches_the_mesh_by_config_flag_or_environment(
+    running: Workspace, tmp_path: Path
+) -> None:
+    elsewhere = Workspace(tmp_path)  # no mesh.yaml here
+    config = str(running.root / "mesh.yaml")
+    assert elsewhere.meshctl("status").returncode == 2  # ./mesh.yaml is missing
+
+    by_flag = elsewhere.meshctl("--config", config, "status", "--json")
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert {(row["service"], row["id"]) for row in json.loads(by_flag.stdout)} == EXPECTED
+
+    by_env = subprocess.run(
+        [str(BIN / "meshctl"), "status", "--json"], cwd=tmp_path,
+        env={**elsewhere.env(), "SHOPMESH_CONFIG": config},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert by_env.returncode == 0, by_env.stderr
+    assert json.loads(by_env.stdout) == json.loads(by_flag.stdout)
 
 
 def test_a_second_up_is_refused_while_one_runs(running: Workspace) -> None:
