@@ -11,20 +11,23 @@ interceptor. The same wrapper also works as an ordinary server interceptor.
 from __future__ import annotations
 
 import asyncio
+import enum
 import functools
 import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
 import grpc
 from opentelemetry.trace import format_trace_id
 
 from mesh import inbound
 from mesh.authz import AuthzTable, Decision
+from mesh.inbound import TraceIds
 from mesh.problems import Problem
 from mesh.telemetry import (
+    TRACEPARENT,
     HeadSampler,
     MethodMetrics,
     ServerMetrics,
@@ -71,6 +74,35 @@ class _CallDetails(grpc.HandlerCallDetails):
         self.invocation_metadata = tuple(metadata)
 
 
+class _Sampling(enum.Enum):
+    """Who decides whether a unary call is traced."""
+
+    DECIDE = enum.auto()  # the wrapper, from the call's metadata (see HeadSampler.decide)
+    NEVER = enum.auto()  # decided already: not traced, and no caller's trace to join
+    ALWAYS = enum.auto()  # decided already: traced
+
+
+class _Route:
+    """A method's guarded handlers, one per sampling decision, for the dispatcher to
+    pick from once it has looked at the call's metadata. `starts_trace` is None when
+    the dispatcher cannot pick (streams, methods never traced): all three are then the
+    wrapper that decides for itself."""
+
+    __slots__ = ("deciding", "starts_trace", "traced", "untraced")
+
+    def __init__(
+        self,
+        deciding: Handler,
+        untraced: Handler | None = None,
+        traced: Handler | None = None,
+        starts_trace: Callable[[], bool] | None = None,
+    ) -> None:
+        self.deciding = deciding
+        self.untraced = untraced or deciding
+        self.traced = traced or deciding
+        self.starts_trace = starts_trace if untraced and traced else None
+
+
 class _Guard:
     """The per-method half: metrics, the method name, and the tracing hand-off.
 
@@ -97,11 +129,12 @@ class _Guard:
         self.stats = stats
         self.authz = authz
         self.tracing = tracing
-        self.decide = (
-            sampler.decide
+        self.sampler = (
+            sampler
             if tracing is not None and sampler is not None and sampler.covers(method)
             else None
         )
+        self.decide = self.sampler.decide if self.sampler else None
         # The caller's SANs, as grpc hands them over, -> the decision for this method.
         self._decisions: dict[tuple[bytes, ...], Decision] = {}
 
@@ -186,16 +219,24 @@ class _Guard:
         assert wrapped is not None
         return _behavior(wrapped)
 
-    def unary(self, handler: Handler, behavior: Callable[..., Awaitable[Any]]) -> Handler:
+    def unary(
+        self,
+        handler: Handler,
+        behavior: Callable[..., Awaitable[Any]],
+        sampling: _Sampling = _Sampling.DECIDE,
+    ) -> Handler:
         """The wrapper of a unary-response method: the hot path of every service.
 
         It does what admit(), sample() and finished() do, written out with their
         collaborators bound to locals: on a Python server each Python-level call per
         call costs about half a microsecond of the event loop's time, and a coroutine
-        (admit) several times that.
+        (admit) several times that. With `sampling` other than DECIDE it leaves the
+        call's metadata unread.
         """
-        stats, decisions, decide = self.stats, self._decisions, self.decide
+        stats, decisions = self.stats, self._decisions
         clock, enter = time.perf_counter, inbound.enter
+        decide = self.decide if sampling is _Sampling.DECIDE else None
+        always = sampling is _Sampling.ALWAYS and self.tracing is not None
 
         async def handle(request: Any, context: Context, admitted_at: float | None = None) -> Any:
             if admitted_at is None:
@@ -205,7 +246,10 @@ class _Guard:
                 decision = decisions.get(sans) or self.authorise(sans)
                 if not decision.allowed:
                     await self.deny(decision, context, started)
-                found = decide(context.invocation_metadata()) if decide else None
+                if always:
+                    found: TraceIds | Literal[True] | None = True
+                else:
+                    found = decide(context.invocation_metadata()) if decide else None
                 if found is True:
                     enter(context)  # OpenTelemetry's span will carry the trace
                     inner = functools.partial(handle, admitted_at=started)
@@ -224,6 +268,22 @@ class _Guard:
             return response
 
         return _like(handler, handle)
+
+    def route(self, handler: Handler) -> _Route:
+        """`handler` guarded, with one wrapper per sampling decision where the
+        dispatcher can make it."""
+        behavior = _behavior(handler)
+        if handler.response_streaming:
+            return _Route(self.streaming(handler, behavior))
+        deciding = self.unary(handler, behavior)
+        if self.sampler is None:
+            return _Route(deciding)
+        return _Route(
+            deciding,
+            untraced=self.unary(handler, behavior, _Sampling.NEVER),
+            traced=self.unary(handler, behavior, _Sampling.ALWAYS),
+            starts_trace=self.sampler.starts_trace,
+        )
 
     def streaming(self, handler: Handler, behavior: Callable[..., Any]) -> Handler:
         if not inspect.isasyncgenfunction(behavior):
@@ -294,12 +354,16 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._tracing = tracing
         self._sampler = sampler
-        # id(handler) -> (handler, wrapper); holding the handler keeps its id unique.
-        self._wrapped: dict[int, tuple[object, Handler]] = {}
+        # id(handler) -> (handler, its route); holding the handler keeps its id unique.
+        self._routes: dict[int, tuple[object, _Route]] = {}
 
     def wrap(self, method: str, handler: Handler) -> Handler:
         """The guarded version of `handler`, the handler of `method` ("/pkg.Svc/M")."""
-        entry = self._wrapped.get(id(handler))
+        return self.route(method, handler).deciding
+
+    def route(self, method: str, handler: Handler) -> _Route:
+        """`handler` guarded, as wrappers for the dispatcher to pick from (see _Route)."""
+        entry = self._routes.get(id(handler))
         if entry is None:
             kind = grpc_type(handler.request_streaming, handler.response_streaming)
             guard = _Guard(
@@ -309,11 +373,7 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
                 self._tracing,
                 self._sampler,
             )
-            if handler.response_streaming:
-                wrapped = guard.streaming(handler, _behavior(handler))
-            else:
-                wrapped = guard.unary(handler, _behavior(handler))
-            entry = self._wrapped[id(handler)] = (handler, wrapped)
+            entry = self._routes[id(handler)] = (handler, guard.route(handler))
         return entry[1]
 
     def registrar(self, server: grpc.aio.Server) -> Registrar:
@@ -340,19 +400,22 @@ class Registrar:
     dict, not registered with the server one by one. For each call it accepts,
     grpc.aio's server (1.85) waits on one pending future per registered method, so a
     call costs more with every method registered; with none registered, it waits on
-    one. (Health and reflection alone add three methods to every instance.)
+    one. (Health and reflection alone add three methods to every instance.) The
+    lookup also gets, for free, the call's metadata that grpc.aio has already
+    converted, so it makes the sampling decision there and hands the call to a
+    wrapper that needs not read the metadata again.
     """
 
     def __init__(self, server: grpc.aio.Server, interceptor: MeshInterceptor) -> None:
         self._server = server
         self._interceptor = interceptor
-        self._methods: dict[str, Handler] = {}
-        server.add_generic_rpc_handlers((_Dispatcher(self._methods),))
+        self._routes: dict[str, _Route] = {}
+        server.add_generic_rpc_handlers((_Dispatcher(self._routes),))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
         for name, handler in handlers.items():
             method = f"/{service}/{name}"
-            self._methods[method] = self._interceptor.wrap(method, handler)
+            self._routes[method] = self._interceptor.route(method, handler)
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         self._server.add_generic_rpc_handlers(
@@ -362,13 +425,25 @@ class Registrar:
 
 class _Dispatcher(grpc.GenericRpcHandler):
     """The registered methods' guarded handlers, by full method name. grpc.aio asks it
-    first, before the generic handlers added after it."""
+    first, before the generic handlers added after it.
 
-    def __init__(self, methods: dict[str, Handler]) -> None:
-        self._lookup = methods.get
+    A call that carries a caller's traceparent goes to the wrapper that reads it (the
+    caller decides); any other starts a trace or not, as the sampler says.
+    """
+
+    def __init__(self, routes: dict[str, _Route]) -> None:
+        self._lookup = routes.get
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
-        return self._lookup(handler_call_details.method)
+        route = self._lookup(handler_call_details.method)
+        if route is None:
+            return None
+        if route.starts_trace is None:
+            return route.deciding
+        for key, _ in handler_call_details.invocation_metadata:
+            if key == TRACEPARENT:
+                return route.deciding
+        return route.traced if route.starts_trace() else route.untraced
 
 
 class _GuardedGeneric(grpc.GenericRpcHandler):

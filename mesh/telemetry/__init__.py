@@ -11,6 +11,7 @@ from mesh.telemetry._metrics import (
     split_method,
 )
 from mesh.telemetry._sampling import (
+    TRACEPARENT,
     HeadSampler,
     activate_unsampled,
     current_trace_ids,
@@ -19,6 +20,7 @@ from mesh.telemetry._sampling import (
 from mesh.telemetry._tracing import JsonLinesSpanExporter, span_to_dict, tracer_provider
 
 __all__ = [
+    "TRACEPARENT",
     "ClientMetrics",
     "HeadSampler",
     "JsonFormatter",

@@ -25,7 +25,16 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from mesh import inbound
 from mesh.inbound import TraceIds
 
-__all__ = ["HeadSampler", "activate_unsampled", "current_trace_ids", "parse_traceparent"]
+__all__ = [
+    "TRACEPARENT",
+    "HeadSampler",
+    "activate_unsampled",
+    "current_trace_ids",
+    "parse_traceparent",
+]
+
+TRACEPARENT = "traceparent"
+"""The W3C header that carries a caller's trace and its sampling decision."""
 
 _UNTRACED_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 _NOT_SAMPLED = TraceFlags(0)
@@ -64,12 +73,16 @@ class HeadSampler:
         """True: trace the call. Otherwise it is not traced, and this is the trace it
         belongs to: its caller's (trace id, span id), or None for a trace of its own."""
         for key, value in metadata or ():
-            if key == "traceparent" and isinstance(value, str):
+            if key == TRACEPARENT and isinstance(value, str):
                 parent = parse_traceparent(value)
                 if parent is not None:
                     return True if parent[2] else parent[:2]
                 break  # malformed: as if there were none
-        return True if self._random() < self._ratio else None
+        return True if self.starts_trace() else None
+
+    def starts_trace(self) -> bool:
+        """Whether a call that arrives without a caller's trace starts one."""
+        return self._random() < self._ratio
 
 
 def current_trace_ids() -> TraceIds | None:
