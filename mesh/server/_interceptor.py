@@ -5,7 +5,9 @@ gRPC statuses, and the choice of which calls OpenTelemetry traces.
 Each handler is wrapped once. The runtime wraps them as servicers register them
 (`MeshInterceptor.registrar(server)`), so calls skip grpc.aio's interceptor pipeline,
 which costs a measurable share of a Python server's throughput even for a no-op
-interceptor. The same wrapper also works as an ordinary server interceptor.
+interceptor; a unary method gets one wrapper per sampling decision, and the method
+lookup picks one per call (see Registrar). The wrapper that decides for itself also
+works as an ordinary server interceptor.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ class _Route:
         self.deciding = deciding
         self.untraced = untraced or deciding
         self.traced = traced or deciding
-        self.starts_trace = starts_trace if untraced and traced else None
+        self.starts_trace = starts_trace
 
 
 class _Guard:
@@ -403,7 +405,7 @@ class Registrar:
     one. (Health and reflection alone add three methods to every instance.) The
     lookup also gets, for free, the call's metadata that grpc.aio has already
     converted, so it makes the sampling decision there and hands the call to a
-    wrapper that needs not read the metadata again.
+    wrapper that need not read the metadata again.
     """
 
     def __init__(self, server: grpc.aio.Server, interceptor: MeshInterceptor) -> None:
