@@ -87,22 +87,27 @@ class _Sampling(enum.Enum):
 class _Route:
     """A method's guarded handlers, one per sampling decision, for the dispatcher to
     pick from once it has looked at the call's metadata. `starts_trace` is None when
-    the dispatcher cannot pick (streams, methods never traced): all three are then the
-    wrapper that decides for itself."""
+    there is nothing to pick (streams, methods never traced, no tracing at all): the
+    dispatcher then always takes `deciding`, the wrapper that decides for itself."""
 
     __slots__ = ("deciding", "starts_trace", "traced", "untraced")
 
     def __init__(
         self,
         deciding: Handler,
-        untraced: Handler | None = None,
-        traced: Handler | None = None,
-        starts_trace: Callable[[], bool] | None = None,
+        untraced: Handler,
+        traced: Handler,
+        starts_trace: Callable[[], bool] | None,
     ) -> None:
         self.deciding = deciding
-        self.untraced = untraced or deciding
-        self.traced = traced or deciding
+        self.untraced = untraced
+        self.traced = traced
         self.starts_trace = starts_trace
+
+    @classmethod
+    def only(cls, handler: Handler) -> _Route:
+        """A route with nothing to pick: `handler` decides for itself."""
+        return cls(handler, handler, handler, None)
 
 
 class _Guard:
@@ -113,8 +118,8 @@ class _Guard:
     counted before we abort it; otherwise a caller could see its error before /metrics
     does. (A servicer that calls context.abort() itself is counted just after.)
 
-    A call is admitted (authorised, counted) before it is sampled, so a denied caller
-    never gets a span. A traced call re-enters the guard's own wrapper inside
+    No span starts before a call is admitted (authorised, counted), so a denied caller
+    never gets one, even if its call was picked for tracing. A traced call re-enters the guard's own wrapper inside
     OpenTelemetry's span, with `admitted_at` set, which skips admission; the servicer
     runs once.
     """
@@ -152,7 +157,8 @@ class _Guard:
 
     async def admit(self, context: Context) -> float:
         """Count the call's start and check its caller: a denied call is counted and
-        aborted here. Returns when the call started."""
+        aborted here. Returns when the call started. (The unary wrapper does the same
+        inline: keep the two alike.)"""
         started = time.perf_counter()
         self.stats.start()
         sans = tuple(context.peer_identities() or ())
@@ -163,7 +169,8 @@ class _Guard:
 
     def sample(self, context: Context) -> bool:
         """Whether the admitted call is traced; records it, with the trace it belongs
-        to, for the calls it makes downstream."""
+        to, for the calls it makes downstream. (The unary wrapper does the same
+        inline: keep the two alike.)"""
         found = self.decide(context.invocation_metadata()) if self.decide else None
         if found is True:
             inbound.enter(context)  # OpenTelemetry's span will carry the trace
@@ -232,13 +239,14 @@ class _Guard:
         It does what admit(), sample() and finished() do, written out with their
         collaborators bound to locals: on a Python server each Python-level call per
         call costs about half a microsecond of the event loop's time, and a coroutine
-        (admit) several times that. With `sampling` other than DECIDE it leaves the
-        call's metadata unread.
+        (admit) several times that. With `sampling` other than DECIDE the decision
+        was made at the method lookup, and the wrapper does not read the metadata to
+        make it again.
         """
         stats, decisions = self.stats, self._decisions
         clock, enter = time.perf_counter, inbound.enter
         decide = self.decide if sampling is _Sampling.DECIDE else None
-        always = sampling is _Sampling.ALWAYS and self.tracing is not None
+        always = sampling is _Sampling.ALWAYS
 
         async def handle(request: Any, context: Context, admitted_at: float | None = None) -> Any:
             if admitted_at is None:
@@ -276,10 +284,10 @@ class _Guard:
         dispatcher can make it."""
         behavior = _behavior(handler)
         if handler.response_streaming:
-            return _Route(self.streaming(handler, behavior))
+            return _Route.only(self.streaming(handler, behavior))
         deciding = self.unary(handler, behavior)
         if self.sampler is None:
-            return _Route(deciding)
+            return _Route.only(deciding)
         return _Route(
             deciding,
             untraced=self.unary(handler, behavior, _Sampling.NEVER),
@@ -339,9 +347,10 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
     """Wraps handlers: each once, the wrapper then serving every call routed to it
     (keyed by handler, so one instance may serve several servers).
 
-    A call is authorised and counted first; if the `sampler` then picks it, the rest
-    of it (the servicer, error mapping, its latency's end) runs inside the span of the
-    `tracing` interceptor (OpenTelemetry's). A call not picked never enters it.
+    A call is authorised and counted first; if it is traced (the `sampler` picked it,
+    or its caller's traceparent asks), the rest of it (the servicer, error mapping,
+    its latency's end) runs inside the span of the `tracing` interceptor
+    (OpenTelemetry's). A call not traced never enters it.
     """
 
     def __init__(
@@ -402,10 +411,14 @@ class Registrar:
     dict, not registered with the server one by one. For each call it accepts,
     grpc.aio's server (1.85) waits on one pending future per registered method, so a
     call costs more with every method registered; with none registered, it waits on
-    one. (Health and reflection alone add three methods to every instance.) The
+    one. (Health and reflection alone add four methods to every instance.) The
     lookup also gets, for free, the call's metadata that grpc.aio has already
     converted, so it makes the sampling decision there and hands the call to a
     wrapper that need not read the metadata again.
+
+    The lookup is a generic handler, so it is asked in the order handlers were added:
+    create the Registrar before adding any other handler to the server, as the
+    runtime does, so that its methods win.
     """
 
     def __init__(self, server: grpc.aio.Server, interceptor: MeshInterceptor) -> None:
@@ -430,7 +443,9 @@ class _Dispatcher(grpc.GenericRpcHandler):
     first, before the generic handlers added after it.
 
     A call that carries a caller's traceparent goes to the wrapper that reads it (the
-    caller decides); any other starts a trace or not, as the sampler says.
+    caller decides); any other starts a trace or not, as the sampler says. The
+    decision follows the metadata in the call details, which is the metadata from
+    the wire unless another server interceptor rewrote it.
     """
 
     def __init__(self, routes: dict[str, _Route]) -> None:
@@ -442,7 +457,7 @@ class _Dispatcher(grpc.GenericRpcHandler):
             return None
         if route.starts_trace is None:
             return route.deciding
-        for key, _ in handler_call_details.invocation_metadata:
+        for key, _ in handler_call_details.invocation_metadata or ():
             if key == TRACEPARENT:
                 return route.deciding
         return route.traced if route.starts_trace() else route.untraced

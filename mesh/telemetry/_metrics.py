@@ -94,22 +94,25 @@ class MethodMetrics:
     def succeeded(self, seconds: float) -> None:
         """A call handled with OK in `seconds`."""
         self.ok += 1
-        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.total_seconds += seconds
+        self._observe(seconds)
 
     def finish(self, code: grpc.StatusCode, seconds: float) -> None:
         if code is grpc.StatusCode.OK:
-            self.succeeded(seconds)
+            self.ok += 1
         else:
             self.handled[code] = self.handled.get(code, 0) + 1
-            self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-            self.total_seconds += seconds
+        self._observe(seconds)
+
+    def _observe(self, seconds: float) -> None:
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total_seconds += seconds
 
     def handled_by_code(self) -> dict[grpc.StatusCode, int]:
         """Calls handled so far, by status code (codes never seen are absent)."""
         counts = dict(self.handled)
-        if self.ok:
-            counts[grpc.StatusCode.OK] = self.ok
+        ok = self.ok
+        if ok:
+            counts[grpc.StatusCode.OK] = ok
         return counts
 
 
