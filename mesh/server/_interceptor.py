@@ -13,7 +13,6 @@ works as an ordinary server interceptor.
 from __future__ import annotations
 
 import asyncio
-import enum
 import functools
 import inspect
 import logging
@@ -76,12 +75,15 @@ class _CallDetails(grpc.HandlerCallDetails):
         self.invocation_metadata = tuple(metadata)
 
 
-class _Sampling(enum.Enum):
-    """Who decides whether a unary call is traced."""
+Decide: TypeAlias = Callable[
+    [Iterable[tuple[str, str | bytes]] | None], TraceIds | Literal[True] | None
+]
+"""Decides from a call's metadata whether it is traced (see HeadSampler.decide)."""
 
-    DECIDE = enum.auto()  # the wrapper, from the call's metadata (see HeadSampler.decide)
-    NEVER = enum.auto()  # decided already: not traced, and no caller's trace to join
-    ALWAYS = enum.auto()  # decided already: traced
+
+def _always_traced(metadata: object) -> Literal[True]:
+    """The decision for calls the method lookup has already picked for tracing."""
+    return True
 
 
 class _Route:
@@ -119,9 +121,9 @@ class _Guard:
     does. (A servicer that calls context.abort() itself is counted just after.)
 
     No span starts before a call is admitted (authorised, counted), so a denied caller
-    never gets one, even if its call was picked for tracing. A traced call re-enters the guard's own wrapper inside
-    OpenTelemetry's span, with `admitted_at` set, which skips admission; the servicer
-    runs once.
+    never gets one, even if its call was picked for tracing. A traced call re-enters
+    the guard's own wrapper inside OpenTelemetry's span, with `admitted_at` set, which
+    skips admission; the servicer runs once.
     """
 
     def __init__(
@@ -155,23 +157,28 @@ class _Guard:
             self._decisions[sans] = decision
         return decision
 
+    def refusal(self, context: Context) -> Decision | None:
+        """The decision on the call's caller if it is denied, else None."""
+        sans = tuple(context.peer_identities() or ())
+        decision = self._decisions.get(sans) or self.authorise(sans)
+        return None if decision.allowed else decision
+
     async def admit(self, context: Context) -> float:
         """Count the call's start and check its caller: a denied call is counted and
         aborted here. Returns when the call started. (The unary wrapper does the same
-        inline: keep the two alike.)"""
+        without a coroutine of its own.)"""
         started = time.perf_counter()
         self.stats.start()
-        sans = tuple(context.peer_identities() or ())
-        decision = self._decisions.get(sans) or self.authorise(sans)
-        if not decision.allowed:
-            await self.deny(decision, context, started)
+        refusal = self.refusal(context)
+        if refusal is not None:
+            await self.deny(refusal, context, started)
         return started
 
-    def sample(self, context: Context) -> bool:
-        """Whether the admitted call is traced; records it, with the trace it belongs
-        to, for the calls it makes downstream. (The unary wrapper does the same
-        inline: keep the two alike.)"""
-        found = self.decide(context.invocation_metadata()) if self.decide else None
+    def sample(self, context: Context, decide: Decide | None) -> bool:
+        """Whether the admitted call is traced, as `decide` says from its metadata (no
+        `decide`: not traced); records the call, with the trace it belongs to, for the
+        calls it makes downstream."""
+        found = decide(context.invocation_metadata()) if decide else None
         if found is True:
             inbound.enter(context)  # OpenTelemetry's span will carry the trace
             return True
@@ -229,42 +236,27 @@ class _Guard:
         return _behavior(wrapped)
 
     def unary(
-        self,
-        handler: Handler,
-        behavior: Callable[..., Awaitable[Any]],
-        sampling: _Sampling = _Sampling.DECIDE,
+        self, handler: Handler, behavior: Callable[..., Awaitable[Any]], decide: Decide | None
     ) -> Handler:
         """The wrapper of a unary-response method: the hot path of every service.
 
-        It does what admit(), sample() and finished() do, written out with their
-        collaborators bound to locals: on a Python server each Python-level call per
-        call costs about half a microsecond of the event loop's time, and a coroutine
-        (admit) several times that. With `sampling` other than DECIDE the decision
-        was made at the method lookup, and the wrapper does not read the metadata to
-        make it again.
+        `decide` says from the call's metadata whether it is traced; None: it is not
+        (the method lookup decided so, or the method is never traced). Admission does
+        what admit() does without a coroutine of its own, which per call costs several
+        microseconds of a Python server's event loop.
         """
-        stats, decisions = self.stats, self._decisions
-        clock, enter = time.perf_counter, inbound.enter
-        decide = self.decide if sampling is _Sampling.DECIDE else None
-        always = sampling is _Sampling.ALWAYS
+        stats, clock, refuse = self.stats, time.perf_counter, self.refusal
 
         async def handle(request: Any, context: Context, admitted_at: float | None = None) -> Any:
             if admitted_at is None:
                 started = clock()
                 stats.started += 1
-                sans = tuple(context.peer_identities() or ())
-                decision = decisions.get(sans) or self.authorise(sans)
-                if not decision.allowed:
-                    await self.deny(decision, context, started)
-                if always:
-                    found: TraceIds | Literal[True] | None = True
-                else:
-                    found = decide(context.invocation_metadata()) if decide else None
-                if found is True:
-                    enter(context)  # OpenTelemetry's span will carry the trace
+                refusal = refuse(context)
+                if refusal is not None:
+                    await self.deny(refusal, context, started)
+                if self.sample(context, decide):
                     inner = functools.partial(handle, admitted_at=started)
                     return await (await self.traced(handler, inner, context))(request, context)
-                enter(context, found)
             else:
                 started = admitted_at
             try:
@@ -285,26 +277,27 @@ class _Guard:
         behavior = _behavior(handler)
         if handler.response_streaming:
             return _Route.only(self.streaming(handler, behavior))
-        deciding = self.unary(handler, behavior)
+        deciding = self.unary(handler, behavior, self.decide)
         if self.sampler is None:
             return _Route.only(deciding)
         return _Route(
             deciding,
-            untraced=self.unary(handler, behavior, _Sampling.NEVER),
-            traced=self.unary(handler, behavior, _Sampling.ALWAYS),
+            untraced=self.unary(handler, behavior, None),
+            traced=self.unary(handler, behavior, _always_traced),
             starts_trace=self.sampler.starts_trace,
         )
 
     def streaming(self, handler: Handler, behavior: Callable[..., Any]) -> Handler:
         if not inspect.isasyncgenfunction(behavior):
-            return self.unary(handler, behavior)  # a coroutine that writes with context.write()
+            # a coroutine that writes with context.write()
+            return self.unary(handler, behavior, self.decide)
 
         async def stream(
             request: Any, context: Context, admitted_at: float | None = None
         ) -> AsyncIterator[Any]:
             if admitted_at is None:
                 started = await self.admit(context)
-                if self.sample(context):
+                if self.sample(context, self.decide):
                     inner = functools.partial(stream, admitted_at=started)
                     async for item in (await self.traced(handler, inner, context))(
                         request, context
