@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -76,6 +77,27 @@ class Database:
         self._writer.close()
 
 
+def _switch_to_wal(db: sqlite3.Connection, busy_timeout: float) -> None:
+    """Put the file in WAL mode (a no-op once it is), waiting up to `busy_timeout`.
+
+    NOTE: when instances open a new file at the same moment, SQLite may fail the
+    switch at once with SQLITE_BUSY instead of calling the busy handler (it will not
+    wait for a lock while holding one another connection waits for), so the wait is
+    done here, with a short backoff.
+    """
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
 class _Connection:
     """One connection, used by one thread at a time."""
 
@@ -85,7 +107,7 @@ class _Connection:
             path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
         )
         self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        self._db.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(self._db, busy_timeout)
         self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.execute("PRAGMA foreign_keys = ON")
 

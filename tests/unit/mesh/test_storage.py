@@ -205,3 +205,26 @@ def test_close(path: Path) -> None:
         pass
     with pytest.raises(sqlite3.ProgrammingError), database.write():
         pass
+
+
+def test_instances_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+    # The switch of a new file to WAL can fail at once with SQLITE_BUSY when another
+    # connection is switching too (SQLite does not wait there); Database must wait.
+    errors: list[BaseException] = []
+    for attempt in range(20):
+        path = tmp_path / f"new-{attempt}.db"
+        barrier = threading.Barrier(3)
+
+        def open_and_close(path: Path = path, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                Database(path, SCHEMA).close()
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=open_and_close) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert errors == []
