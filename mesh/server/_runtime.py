@@ -217,6 +217,7 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
         await registration.aclose()
         registration = None
         await asyncio.sleep(config.server.drain_delay)
+        log.info("drained: calls in flight have %.1fs to finish", config.server.grace_period)
         await server.stop(config.server.grace_period)
     finally:
         await server.stop(0)

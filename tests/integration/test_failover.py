@@ -2,7 +2,8 @@
 
 kill -9 gives no warning: idempotent calls in flight are retried on another instance,
 and the dead instance's lease expires within its TTL. SIGTERM is announced: the
-instance deregisters and drains first, so no call of any kind fails.
+instance deregisters and drains first, so no call of any kind fails; a call still in
+flight then gets the grace period to finish, and one that outlives it is ended.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
+from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from mesh.config import ADMIN_IDENTITY
 from mesh.identity import IdentityFiles, channel_credentials
-from mesh.supervisor import EtcdServer
+from mesh.supervisor import EtcdServer, InstanceProcess
 from tests.harness.mesh import MeshHarness, write_config
+from tests.harness.metrics import scrape, value
 
 Call = Callable[[int], Awaitable[object]]
 
@@ -173,3 +176,120 @@ async def test_sigterm_fails_no_call_of_any_kind(pool: MeshHarness) -> None:
     assert exit_code == 0
     assert gone_after < pool.config.server.drain_delay  # deregistered before it stopped serving
     assert statuses == ["SERVING", "NOT_SERVING"]  # health said so before it went away
+
+
+GRACE = 3.0
+
+
+@pytest.fixture(scope="module")
+async def stoppable(
+    tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
+) -> AsyncIterator[MeshHarness]:
+    """product and inventory; each test starts (and stops) its own order instance. The
+    lease outlives the product's pauses, so its key stays while it is stopped."""
+    config = write_config(
+        tmp_path_factory.mktemp("grace"),
+        etcd_endpoint=etcd.endpoint,
+        certs_dir=certs_dir,
+        replicas={"product": 1, "inventory": 1, "order": 1},
+        overrides={"etcd": {"lease_ttl": 10}, "server": {"grace_period": GRACE}},
+    )
+    mesh = MeshHarness(config, etcd.endpoint)
+    try:
+        await mesh.start({"product": 1, "inventory": 1})
+        yield mesh
+    finally:
+        await mesh.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _paused(instance: InstanceProcess) -> AsyncIterator[None]:
+    """`instance` stopped (SIGSTOP): calls to it hang until it goes on (SIGCONT)."""
+    instance.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        instance.send_signal(signal.SIGCONT)
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    until = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < until, f"timed out waiting until {what}"
+        await asyncio.sleep(0.05)
+
+
+def _product_calls_started(order: InstanceProcess) -> float:
+    """GetProduct calls the order instance has sent, by its client metrics."""
+    samples = scrape(f"http://{order.endpoint.metadata['metrics']}/metrics")
+    return value(
+        samples,
+        "grpc_client_started_total",
+        grpc_type="unary",
+        grpc_service="shop.product.v1.ProductService",
+        grpc_method="GetProduct",
+    )
+
+
+class _Orders:
+    """A fresh order instance and PlaceOrder calls to it through the mesh client."""
+
+    def __init__(self, mesh: MeshHarness, order: InstanceProcess) -> None:
+        self.order = order
+        self._stub = order_pb2_grpc.OrderServiceStub(mesh.client().channel("order"))
+        self._request = order_pb2.PlaceOrderRequest(
+            customer_id="grace", items=[order_pb2.OrderItem(product_id="sku-mug", quantity=1)]
+        )
+
+    @classmethod
+    async def start(cls, mesh: MeshHarness, instance_id: str) -> _Orders:
+        orders = cls(mesh, await mesh.start_one("order", instance_id))
+        await orders._stub.PlaceOrder(orders._request, timeout=10)  # channels are up
+        return orders
+
+    async def waiting_on_product(self) -> asyncio.Future[Any]:
+        """A PlaceOrder call that has reached the product instance (stopped by the
+        caller) and waits there."""
+        sent = _product_calls_started(self.order)
+        call = asyncio.ensure_future(self._stub.PlaceOrder(self._request, timeout=30))
+        await _until(lambda: _product_calls_started(self.order) > sent, "order called product")
+        return call
+
+
+async def test_sigterm_lets_a_call_in_flight_finish_within_the_grace_period(
+    stoppable: MeshHarness,
+) -> None:
+    orders = await _Orders.start(stoppable, "order-finishing")
+    order = orders.order
+    async with _paused(stoppable.instances["product-1"]):
+        call = await orders.waiting_on_product()
+        order.send_signal(signal.SIGTERM)
+        await _until(
+            lambda: "calls in flight have" in order.log_tail(), "the order instance drained"
+        )
+        assert not call.done(), "the call ended before the product went on"
+        resumed = time.monotonic()
+    reply = await asyncio.wait_for(call, GRACE)
+    exit_code = await asyncio.wait_for(order.wait(), GRACE)
+    assert reply.order.order_id
+    assert exit_code == 0
+    # It stopped once its last call was done, not at the end of the grace period.
+    assert time.monotonic() - resumed < GRACE
+
+
+async def test_sigterm_ends_a_call_that_outlives_the_grace_period(
+    stoppable: MeshHarness,
+) -> None:
+    drain = stoppable.config.server.drain_delay
+    orders = await _Orders.start(stoppable, "order-outlived")
+    async with _paused(stoppable.instances["product-1"]):
+        call = await orders.waiting_on_product()
+        signalled = time.monotonic()
+        orders.order.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.wait_for(orders.order.wait(), drain + GRACE + 10)
+        took = time.monotonic() - signalled
+        with pytest.raises(grpc.aio.AioRpcError) as ended:
+            await asyncio.wait_for(call, 5)
+    assert exit_code == 0
+    assert took >= drain + GRACE  # the call had the whole grace period
+    assert ended.value.code() is grpc.StatusCode.UNAVAILABLE, ended.value
