@@ -67,6 +67,9 @@ class ClientPolicy:
     """How the mesh client calls other services."""
 
     timeout: float = 5.0
+    connect_timeout: float = 2.0
+    """Seconds a new connection (TCP and TLS handshake) may take before it counts as
+    failed: long enough for a busy instance, short enough to fail over in one call."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
@@ -260,7 +263,10 @@ def _client(reader: _Reader) -> ClientPolicy:
         reader.section("breaker"), BreakerPolicy, {"failure_threshold": 1, "reset_timeout": 0.01}
     )
     timeout = reader.at_least("timeout", float, ClientPolicy.timeout, 0.001)
-    policy = ClientPolicy(timeout=timeout, retry=retry, breaker=breaker)
+    connect_timeout = reader.at_least("connect_timeout", float, ClientPolicy.connect_timeout, 0.1)
+    policy = ClientPolicy(
+        timeout=timeout, connect_timeout=connect_timeout, retry=retry, breaker=breaker
+    )
     reader.finish()
     if retry.jitter > 1:
         raise ConfigError(reader.key("retry.jitter"), "must be between 0 and 1")

@@ -19,7 +19,6 @@ __all__ = ["MeshClient"]
 _CHANNEL_OPTIONS = (
     # Registry changes, not connection backoff, decide where calls go: reconnect fast.
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
 )
 
@@ -61,7 +60,13 @@ class MeshClient:
         return grpc.aio.secure_channel(
             endpoint.address,
             self._credentials,
-            options=(*_CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", expected)),
+            options=(
+                *_CHANNEL_OPTIONS,
+                # NOTE: despite its name, grpc uses this as the least time it gives one
+                # connection attempt (TCP and TLS handshake), not as a backoff.
+                ("grpc.min_reconnect_backoff_ms", round(self._policy.connect_timeout * 1000)),
+                ("grpc.ssl_target_name_override", expected),
+            ),
             interceptors=self._interceptors,
         )
 

@@ -4,6 +4,8 @@ kill -9 gives no warning: idempotent calls in flight are retried on another inst
 and the dead instance's lease expires within its TTL. SIGTERM is announced: the
 instance deregisters and drains first, so no call of any kind fails; a call still in
 flight then gets the grace period to finish, and one that outlives it is ended.
+An instance that stalls (SIGSTOP) is waited for while a new connection's handshake is
+within client.connect_timeout, and given up on after it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
+from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from mesh.config import ADMIN_IDENTITY
 from mesh.identity import IdentityFiles, channel_credentials
@@ -293,3 +296,35 @@ async def test_sigterm_ends_a_call_that_outlives_the_grace_period(
     assert exit_code == 0
     assert took >= drain + GRACE  # the call had the whole grace period
     assert ended.value.code() is grpc.StatusCode.UNAVAILABLE, ended.value
+
+
+async def test_a_new_connection_waits_for_a_slow_handshake(stoppable: MeshHarness) -> None:
+    """A busy instance may take a while to answer a TLS handshake: the connection
+    waits for it rather than failing the call."""
+    stub = product_pb2_grpc.ProductServiceStub(stoppable.client().channel("product"))
+    async with _paused(stoppable.instances["product-1"]):
+        call = asyncio.ensure_future(
+            stub.GetProduct(product_pb2.GetProductRequest(product_id="sku-mug"), timeout=10)
+        )
+        # The stimulus, not a wait for readiness: the handshake stalls this long.
+        await asyncio.sleep(1.0)
+        assert not call.done(), call.exception()
+    reply = await asyncio.wait_for(call, 5)
+    assert reply.product.product_id == "sku-mug"
+
+
+async def test_a_hung_instance_is_given_up_on_in_time_to_call_another(
+    stoppable: MeshHarness,
+) -> None:
+    """Calls that pick an instance which accepts connections but never answers (here:
+    stopped) fail its handshake after client.connect_timeout and are retried on the
+    other instance, well within their deadline."""
+    hung = await stoppable.start_one("product", "product-hung")
+    try:
+        stub = product_pb2_grpc.ProductServiceStub(stoppable.client().channel("product"))
+        request = product_pb2.GetProductRequest(product_id="sku-mug")
+        async with _paused(hung):
+            replies = await asyncio.gather(*(stub.GetProduct(request, timeout=5) for _ in range(4)))
+    finally:
+        await hung.stop()
+    assert [reply.product.product_id for reply in replies] == ["sku-mug"] * 4

@@ -64,7 +64,7 @@ def test_default_module_replaces_dashes_in_the_service_name(tmp_path: Path) -> N
 
 def test_given_values_override_defaults(tmp_path: Path) -> None:
     document = minimal(
-        client={"timeout": 2, "retry": {"max_attempts": 5, "jitter": 0.5}},
+        client={"timeout": 2, "connect_timeout": 0.5, "retry": {"max_attempts": 5, "jitter": 0.5}},
         etcd={"prefix": "/other/", "lease_ttl": 9},
     )
 
@@ -72,6 +72,7 @@ def test_given_values_override_defaults(tmp_path: Path) -> None:
 
     assert config.client.timeout == 2.0
     assert isinstance(config.client.timeout, float)
+    assert config.client.connect_timeout == 0.5
     assert config.client.retry.max_attempts == 5
     assert config.client.retry.jitter == 0.5
     assert config.client.retry.initial_backoff == RetryPolicy().initial_backoff
@@ -141,6 +142,7 @@ def test_a_bool_is_not_a_number(document: object, key: str) -> None:
         (minimal(client={"retry": {"multiplier": 0.5}}), "client.retry.multiplier"),
         (minimal(client={"retry": {"jitter": 1.5}}), "client.retry.jitter"),
         (minimal(client={"timeout": 0}), "client.timeout"),
+        (minimal(client={"connect_timeout": 0.01}), "client.connect_timeout"),
         (minimal(server={"grace_period": -1}), "server.grace_period"),
         (minimal(telemetry={"trace_sample_ratio": 1.5}), "telemetry.trace_sample_ratio"),
     ],
