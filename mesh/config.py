@@ -68,8 +68,10 @@ class ClientPolicy:
 
     timeout: float = 5.0
     connect_timeout: float = 2.0
-    """Seconds a new connection (TCP and TLS handshake) may take before it counts as
-    failed: long enough for a busy instance, short enough to fail over in one call."""
+    """Seconds a new connection (TCP and TLS handshake) gets at least before it counts
+    as failed (grpc gives an attempt its reconnect backoff when that is longer, up to
+    about 1.2 s): long enough for a busy instance, and, kept below `timeout`, short
+    enough that a call can still go to another instance."""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 

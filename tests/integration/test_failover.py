@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 import uuid
@@ -181,21 +182,22 @@ async def test_sigterm_fails_no_call_of_any_kind(pool: MeshHarness) -> None:
     assert statuses == ["SERVING", "NOT_SERVING"]  # health said so before it went away
 
 
-GRACE = 3.0
+GRACE = 4.0
 
 
 @pytest.fixture(scope="module")
 async def stoppable(
     tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
 ) -> AsyncIterator[MeshHarness]:
-    """product and inventory; each test starts (and stops) its own order instance. The
-    lease outlives the product's pauses, so its key stays while it is stopped."""
+    """product and inventory; each test starts (and stops) its own order instance.
+    Leases of 30 s (kept alive every 10 s) outlive every pause below, so a stopped
+    instance keeps its key."""
     config = write_config(
         tmp_path_factory.mktemp("grace"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
         replicas={"product": 1, "inventory": 1, "order": 1},
-        overrides={"etcd": {"lease_ttl": 10}, "server": {"grace_period": GRACE}},
+        overrides={"etcd": {"lease_ttl": 30}, "server": {"grace_period": GRACE}},
     )
     mesh = MeshHarness(config, etcd.endpoint)
     try:
@@ -207,24 +209,33 @@ async def stoppable(
 
 @contextlib.asynccontextmanager
 async def _paused(instance: InstanceProcess) -> AsyncIterator[None]:
-    """`instance` stopped (SIGSTOP): calls to it hang until it goes on (SIGCONT)."""
+    """`instance` stopped (SIGSTOP): calls to it hang until it goes on (SIGCONT).
+    Should this test process die meanwhile, a detached shell goes on with it after
+    30 s, so that it can act on the SIGTERM its parent's death sent it."""
     instance.send_signal(signal.SIGSTOP)
+    backstop = await asyncio.create_subprocess_exec(
+        "sh", "-c", f"sleep 30; kill -CONT {instance.pid}", start_new_session=True
+    )
     try:
         yield
     finally:
         instance.send_signal(signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(backstop.pid, signal.SIGKILL)  # the shell and its sleep
+        await backstop.wait()
 
 
-async def _until(condition: Callable[[], bool], what: str, timeout: float = 10) -> None:
+async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
     until = time.monotonic() + timeout
-    while not condition():
+    while not await condition():
         assert time.monotonic() < until, f"timed out waiting until {what}"
         await asyncio.sleep(0.05)
 
 
-def _product_calls_started(order: InstanceProcess) -> float:
-    """GetProduct calls the order instance has sent, by its client metrics."""
-    samples = scrape(f"http://{order.endpoint.metadata['metrics']}/metrics")
+async def _product_calls_started(order: InstanceProcess) -> float:
+    """GetProduct calls the order instance has started, by its client metrics."""
+    url = f"http://{order.endpoint.metadata['metrics']}/metrics"
+    samples = await asyncio.to_thread(scrape, url)
     return value(
         samples,
         "grpc_client_started_total",
@@ -234,62 +245,61 @@ def _product_calls_started(order: InstanceProcess) -> float:
     )
 
 
-class _Orders:
-    """A fresh order instance and PlaceOrder calls to it through the mesh client."""
+@contextlib.asynccontextmanager
+async def _order_stuck_on_product(
+    mesh: MeshHarness, instance_id: str
+) -> AsyncIterator[tuple[InstanceProcess, asyncio.Future[Any]]]:
+    """A fresh order instance, and a PlaceOrder call to it that waits for the product
+    instance, stopped meanwhile. Should the block fail, the call is cancelled."""
+    order = await mesh.start_one("order", instance_id)
+    stub = order_pb2_grpc.OrderServiceStub(mesh.client().channel("order"))
+    request = order_pb2.PlaceOrderRequest(
+        customer_id="grace", items=[order_pb2.OrderItem(product_id="sku-mug", quantity=1)]
+    )
+    await stub.PlaceOrder(request, timeout=10)  # every channel on the way is up
+    before = await _product_calls_started(order)
+    async with _paused(mesh.instances["product-1"]):
+        call = asyncio.ensure_future(stub.PlaceOrder(request, timeout=30))
+        try:
 
-    def __init__(self, mesh: MeshHarness, order: InstanceProcess) -> None:
-        self.order = order
-        self._stub = order_pb2_grpc.OrderServiceStub(mesh.client().channel("order"))
-        self._request = order_pb2.PlaceOrderRequest(
-            customer_id="grace", items=[order_pb2.OrderItem(product_id="sku-mug", quantity=1)]
-        )
+            async def called_product() -> bool:
+                return await _product_calls_started(order) > before
 
-    @classmethod
-    async def start(cls, mesh: MeshHarness, instance_id: str) -> _Orders:
-        orders = cls(mesh, await mesh.start_one("order", instance_id))
-        await orders._stub.PlaceOrder(orders._request, timeout=10)  # channels are up
-        return orders
-
-    async def waiting_on_product(self) -> asyncio.Future[Any]:
-        """A PlaceOrder call that has reached the product instance (stopped by the
-        caller) and waits there."""
-        sent = _product_calls_started(self.order)
-        call = asyncio.ensure_future(self._stub.PlaceOrder(self._request, timeout=30))
-        await _until(lambda: _product_calls_started(self.order) > sent, "order called product")
-        return call
+            await _until(called_product, "the order instance called product")
+            yield order, call
+        except BaseException:
+            call.cancel()
+            raise
 
 
 async def test_sigterm_lets_a_call_in_flight_finish_within_the_grace_period(
     stoppable: MeshHarness,
 ) -> None:
-    orders = await _Orders.start(stoppable, "order-finishing")
-    order = orders.order
-    async with _paused(stoppable.instances["product-1"]):
-        call = await orders.waiting_on_product()
+    async with _order_stuck_on_product(stoppable, "order-finishing") as (order, call):
+
+        async def drained() -> bool:
+            return "calls in flight have" in order.log_tail()
+
         order.send_signal(signal.SIGTERM)
-        await _until(
-            lambda: "calls in flight have" in order.log_tail(), "the order instance drained"
-        )
+        await _until(drained, "the order instance drained")  # its grace period has begun
         assert not call.done(), "the call ended before the product went on"
-        resumed = time.monotonic()
+        resumed = time.monotonic()  # leaving the block sends SIGCONT
     reply = await asyncio.wait_for(call, GRACE)
     exit_code = await asyncio.wait_for(order.wait(), GRACE)
     assert reply.order.order_id
     assert exit_code == 0
-    # It stopped once its last call was done, not at the end of the grace period.
-    assert time.monotonic() - resumed < GRACE
+    # It stopped once its last call was done, well before its grace period was over.
+    assert time.monotonic() - resumed < GRACE / 2
 
 
 async def test_sigterm_ends_a_call_that_outlives_the_grace_period(
     stoppable: MeshHarness,
 ) -> None:
     drain = stoppable.config.server.drain_delay
-    orders = await _Orders.start(stoppable, "order-outlived")
-    async with _paused(stoppable.instances["product-1"]):
-        call = await orders.waiting_on_product()
+    async with _order_stuck_on_product(stoppable, "order-outlived") as (order, call):
         signalled = time.monotonic()
-        orders.order.send_signal(signal.SIGTERM)
-        exit_code = await asyncio.wait_for(orders.order.wait(), drain + GRACE + 10)
+        order.send_signal(signal.SIGTERM)
+        exit_code = await asyncio.wait_for(order.wait(), drain + GRACE + 10)
         took = time.monotonic() - signalled
         with pytest.raises(grpc.aio.AioRpcError) as ended:
             await asyncio.wait_for(call, 5)
@@ -301,7 +311,9 @@ async def test_sigterm_ends_a_call_that_outlives_the_grace_period(
 async def test_a_new_connection_waits_for_a_slow_handshake(stoppable: MeshHarness) -> None:
     """A busy instance may take a while to answer a TLS handshake: the connection
     waits for it rather than failing the call."""
-    stub = product_pb2_grpc.ProductServiceStub(stoppable.client().channel("product"))
+    channel = stoppable.client().channel("product")
+    await channel.wait_for_endpoints(10)  # the call's first step is its connection
+    stub = product_pb2_grpc.ProductServiceStub(channel)
     async with _paused(stoppable.instances["product-1"]):
         call = asyncio.ensure_future(
             stub.GetProduct(product_pb2.GetProductRequest(product_id="sku-mug"), timeout=10)
@@ -317,14 +329,22 @@ async def test_a_hung_instance_is_given_up_on_in_time_to_call_another(
     stoppable: MeshHarness,
 ) -> None:
     """Calls that pick an instance which accepts connections but never answers (here:
-    stopped) fail its handshake after client.connect_timeout and are retried on the
-    other instance, well within their deadline."""
+    stopped) wait client.connect_timeout for its handshake, then go to the other
+    instance, within their deadline."""
+    connect_timeout = stoppable.config.client.connect_timeout
     hung = await stoppable.start_one("product", "product-hung")
     try:
-        stub = product_pb2_grpc.ProductServiceStub(stoppable.client().channel("product"))
+        channel = stoppable.client().channel("product")
+        await channel.wait_for_endpoints(10)
+        assert len(channel.endpoints()) == 2
+        stub = product_pb2_grpc.ProductServiceStub(channel)
         request = product_pb2.GetProductRequest(product_id="sku-mug")
         async with _paused(hung):
+            started = time.monotonic()
+            # Round-robin: two of the four calls pick the hung instance first.
             replies = await asyncio.gather(*(stub.GetProduct(request, timeout=5) for _ in range(4)))
+            took = time.monotonic() - started
     finally:
         await hung.stop()
     assert [reply.product.product_id for reply in replies] == ["sku-mug"] * 4
+    assert connect_timeout <= took < connect_timeout + 2
