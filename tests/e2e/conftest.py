@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +30,12 @@ class Workspace:
     def env(self) -> dict[str, str]:
         return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
-    def meshctl(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    def meshctl(
+        self, *args: str, timeout: float = 90, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """meshctl `args` run in this folder, with `env` added to the environment."""
         return subprocess.run(
-            [str(BIN / "meshctl"), *args], cwd=self.root, env=self.env(),
+            [str(BIN / "meshctl"), *args], cwd=self.root, env={**self.env(), **(env or {})},
             capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mesh.supervisor import free_port
-from tests.e2e.conftest import BIN, Workspace, alive, make_workspace
+from tests.e2e.conftest import Workspace, alive, make_workspace
 
 EXPECTED = {
     ("product", "product-1"),
@@ -69,11 +69,7 @@ def test_another_folder_reaches_the_mesh_by_config_flag_or_environment(
     assert by_flag.returncode == 0, by_flag.stderr
     assert {(row["service"], row["id"]) for row in json.loads(by_flag.stdout)} == EXPECTED
 
-    by_env = subprocess.run(
-        [str(BIN / "meshctl"), "status", "--json"], cwd=tmp_path,
-        env={**elsewhere.env(), "SHOPMESH_CONFIG": config},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    by_env = elsewhere.meshctl("status", "--json", env={"SHOPMESH_CONFIG": config})
     assert by_env.returncode == 0, by_env.stderr
     assert json.loads(by_env.stdout) == json.loads(by_flag.stdout)
 

@@ -18,6 +18,14 @@ IDENTITY_OF = functools.partial(SpiffeId, DOMAIN, NAMESPACE)
 """The SPIFFE id of each name in the tests' mesh, as MeshClient's `identity_of`."""
 
 
+class Details(grpc.HandlerCallDetails):
+    """What grpc hands a generic handler or interceptor about a call."""
+
+    def __init__(self, method: str, metadata: Sequence[tuple[str, str]] = ()) -> None:
+        self.method = method
+        self.invocation_metadata = tuple(metadata)
+
+
 class StaticSource:
     """An EndpointSource that announces one fixed set and then never changes."""
 

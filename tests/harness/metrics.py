@@ -6,6 +6,8 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from mesh.supervisor import InstanceProcess
+
 Sample = tuple[str, frozenset[tuple[str, str]]]
 
 
@@ -17,6 +19,12 @@ def scrape(url: str) -> dict[Sample, float]:
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def scrape_instance(instance: InstanceProcess) -> dict[Sample, float]:
+    """The /metrics of a serving instance, at the address it registered."""
+    assert instance.endpoint is not None, f"{instance.instance_id} is not serving"
+    return scrape(f"http://{instance.endpoint.metadata['metrics']}/metrics")
 
 
 def value(samples: dict[Sample, float], name: str, **labels: str) -> float:

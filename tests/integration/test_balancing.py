@@ -5,7 +5,7 @@ from __future__ import annotations
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 from tests.harness.mesh import MeshHarness
-from tests.harness.metrics import scrape, value
+from tests.harness.metrics import scrape_instance, value
 
 GET_STOCK = {
     "grpc_type": "unary",
@@ -19,10 +19,8 @@ def _handled(mesh: MeshHarness) -> dict[str, float]:
     counts = {}
     for instance in mesh.instances.values():
         if instance.spec.name == "inventory":
-            assert instance.endpoint is not None
-            url = f"http://{instance.endpoint.metadata['metrics']}/metrics"
             counts[instance.instance_id] = value(
-                scrape(url), "grpc_server_handled_total", **GET_STOCK
+                scrape_instance(instance), "grpc_server_handled_total", **GET_STOCK
             )
     return counts
 

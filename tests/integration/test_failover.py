@@ -32,7 +32,7 @@ from mesh.config import ADMIN_IDENTITY
 from mesh.identity import IdentityFiles, channel_credentials
 from mesh.supervisor import EtcdServer, InstanceProcess
 from tests.harness.mesh import MeshHarness, write_config
-from tests.harness.metrics import scrape, value
+from tests.harness.metrics import scrape_instance, value
 
 Call = Callable[[int], Awaitable[object]]
 
@@ -234,8 +234,7 @@ async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout: f
 
 async def _product_calls_started(order: InstanceProcess) -> float:
     """GetProduct calls the order instance has started, by its client metrics."""
-    url = f"http://{order.endpoint.metadata['metrics']}/metrics"
-    samples = await asyncio.to_thread(scrape, url)
+    samples = await asyncio.to_thread(scrape_instance, order)
     return value(
         samples,
         "grpc_client_started_total",

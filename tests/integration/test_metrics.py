@@ -10,15 +10,9 @@ from google.type import money_pb2
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from tests.harness.mesh import MeshHarness
-from tests.harness.metrics import scrape, value
+from tests.harness.metrics import scrape_instance, value
 
 SERVICE = "shop.product.v1.ProductService"
-
-
-def _metrics_url(mesh: MeshHarness) -> str:
-    endpoint = mesh.instances["product-1"].endpoint
-    assert endpoint is not None
-    return f"http://{endpoint.metadata['metrics']}/metrics"
 
 
 def _handled(samples: dict, method: str, code: str) -> float:  # type: ignore[type-arg]
@@ -32,7 +26,7 @@ async def test_handled_counts_by_code_match_the_calls_made(shop: MeshHarness) ->
     stub = product_pb2_grpc.ProductServiceStub(shop.client().channel("product"))
     product_id = f"sku-metrics-{uuid.uuid4().hex[:6]}"
     price = money_pb2.Money(currency_code="USD", units=3)
-    before = scrape(_metrics_url(shop))
+    before = scrape_instance(shop.instances["product-1"])
 
     await stub.CreateProduct(
         product_pb2.CreateProductRequest(
@@ -49,7 +43,7 @@ async def test_handled_counts_by_code_match_the_calls_made(shop: MeshHarness) ->
         await stub.CreateProduct(product_pb2.CreateProductRequest(product=product_pb2.Product()))
     assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
-    after = scrape(_metrics_url(shop))
+    after = scrape_instance(shop.instances["product-1"])
 
     def delta(method: str, code: str) -> float:
         return _handled(after, method, code) - _handled(before, method, code)

@@ -27,7 +27,7 @@ from mesh.identity import (
 from mesh.registry import Endpoint
 from tests.harness.inprocess import IDENTITY_OF
 from tests.harness.mesh import MeshHarness
-from tests.harness.metrics import scrape, value
+from tests.harness.metrics import scrape_instance, value
 
 
 def _address(mesh: MeshHarness, instance_id: str = "product-1") -> str:
@@ -37,9 +37,7 @@ def _address(mesh: MeshHarness, instance_id: str = "product-1") -> str:
 
 
 def _health_calls(mesh: MeshHarness) -> float:
-    endpoint = mesh.instances["product-1"].endpoint
-    assert endpoint is not None
-    samples = scrape(f"http://{endpoint.metadata['metrics']}/metrics")
+    samples = scrape_instance(mesh.instances["product-1"])
     return value(
         samples, "grpc_server_started_total",
         grpc_type="unary", grpc_service="grpc.health.v1.Health", grpc_method="Check",

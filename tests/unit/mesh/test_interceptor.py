@@ -31,6 +31,7 @@ from mesh.identity import (
 from mesh.problems import FieldViolation, InvalidArgument, NotFound
 from mesh.server import MeshInterceptor
 from mesh.telemetry import JsonFormatter, ServerMetrics
+from tests.harness.inprocess import Details
 
 DOMAIN, NAMESPACE = "shop.local", "default"
 HEALTH = "grpc.health.v1.Health"
@@ -364,14 +365,8 @@ def test_registered_methods_are_served_by_one_lookup_not_registered_one_by_one()
 
     assert server.registered == []
     dispatcher = server.generic[0]  # asked first
-    check = dispatcher.service(_Details(f"/{HEALTH}/Check"))
+    check = dispatcher.service(Details(f"/{HEALTH}/Check"))
     assert check is not None
     assert check.unary_unary is not None
     assert check.unary_unary.__qualname__.startswith("_Guard.")  # the guarded handler
-    assert dispatcher.service(_Details(f"/{HEALTH}/NoSuchMethod")) is None
-
-
-class _Details(grpc.HandlerCallDetails):
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.invocation_metadata = ()
+    assert dispatcher.service(Details(f"/{HEALTH}/NoSuchMethod")) is None

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import contextvars
 import random
-from collections.abc import Sequence
 
-import grpc
 import pytest
 from opentelemetry import trace
 
 from mesh import inbound
 from mesh.telemetry import HeadSampler, activate_unsampled, current_trace_ids, parse_traceparent
+from tests.harness.inprocess import Details
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
-
-
-class Details(grpc.HandlerCallDetails):
-    def __init__(self, method: str, metadata: Sequence[tuple[str, str]] = ()) -> None:
-        self.method = method
-        self.invocation_metadata = tuple(metadata)
 
 
 class NoDeadline:
