@@ -123,12 +123,22 @@ def _load(mesh: MeshHarness, kinds: list[str]) -> Load:
     return Load({kind: calls[kind] for kind in kinds})
 
 
-async def _gone_from_etcd(mesh: MeshHarness, key: str, timeout: float) -> float:
-    """Seconds until `key` disappears from etcd (polled every 50 ms)."""
-    started = time.monotonic()
-    while await mesh.etcd.get(key) is not None:
-        assert time.monotonic() - started < timeout, f"{key} still registered after {timeout}s"
+async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
+    """Poll `condition` every 50 ms until it holds; fail after `timeout` s."""
+    until = time.monotonic() + timeout
+    while not await condition():
+        assert time.monotonic() < until, f"timed out waiting until {what}"
         await asyncio.sleep(0.05)
+
+
+async def _gone_from_etcd(mesh: MeshHarness, key: str, timeout: float) -> float:
+    """Seconds until `key` disappears from etcd."""
+    started = time.monotonic()
+
+    async def gone() -> bool:
+        return await mesh.etcd.get(key) is None
+
+    await _until(gone, f"{key} left etcd", timeout)
     return time.monotonic() - started
 
 
@@ -223,13 +233,6 @@ async def _paused(instance: InstanceProcess) -> AsyncIterator[None]:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(backstop.pid, signal.SIGKILL)  # the shell and its sleep
         await backstop.wait()
-
-
-async def _until(condition: Callable[[], Awaitable[bool]], what: str, timeout: float = 10) -> None:
-    until = time.monotonic() + timeout
-    while not await condition():
-        assert time.monotonic() < until, f"timed out waiting until {what}"
-        await asyncio.sleep(0.05)
 
 
 async def _product_calls_started(order: InstanceProcess) -> float:
