@@ -52,6 +52,11 @@ class RetryPolicy:
     max_backoff: float = 1.0
     multiplier: float = 2.0
     jitter: float = 0.2
+    per_try_timeout: float = 2.0
+    """Seconds one attempt of an idempotent call may take before it is given up and
+    tried on another endpoint (a hung instance costs a call this, not its deadline);
+    also the least time an attempt must have had for its DEADLINE_EXCEEDED to count
+    against the endpoint's breaker."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +265,11 @@ def _numbers(reader: _Reader, cls: type[_T], minimums: Mapping[str, float]) -> _
 
 
 def _client(reader: _Reader) -> ClientPolicy:
-    retry = _numbers(reader.section("retry"), RetryPolicy, {"max_attempts": 1, "multiplier": 1})
+    retry = _numbers(
+        reader.section("retry"),
+        RetryPolicy,
+        {"max_attempts": 1, "multiplier": 1, "per_try_timeout": 0.001},
+    )
     breaker = _numbers(
         reader.section("breaker"), BreakerPolicy, {"failure_threshold": 1, "reset_timeout": 0.01}
     )

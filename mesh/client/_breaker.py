@@ -21,8 +21,9 @@ from mesh.config import BreakerPolicy
 
 __all__ = ["FAILURE_CODES", "Admission", "EndpointBreaker"]
 
-# Codes that say the endpoint (not the request) is at fault. Others, such as
-# NOT_FOUND or INVALID_ARGUMENT, are answers and count as successes.
+# Codes that may say the endpoint (not the request) is at fault. Others, such as
+# NOT_FOUND or INVALID_ARGUMENT, are answers and count as successes; mesh.client's
+# _outcome decides which failures with these codes are the endpoint's.
 FAILURE_CODES = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,

@@ -3,10 +3,14 @@
 `ServiceChannel` looks like a grpc.aio.Channel to generated stubs (`unary_unary`, ...),
 but each call picks an endpoint of the service round-robin from the set its
 EndpointSource keeps current, skipping endpoints whose connection is failing or whose
-breaker is open. UNAVAILABLE is retried, on another endpoint when there is one, with
-exponential backoff and jitter, but only for methods whose proto declares
-`idempotency_level` NO_SIDE_EFFECTS or IDEMPOTENT. Every attempt gets what is left of
-one deadline: the caller's timeout, the inbound call's deadline or the default.
+breaker is open. Only methods whose proto declares `idempotency_level` NO_SIDE_EFFECTS
+or IDEMPOTENT are retried, on another endpoint when there is one, with exponential
+backoff and jitter: after UNAVAILABLE (but not after a DependencyFailed, which the
+instance's own client has retried already), and after an attempt that outlived the
+per-try timeout. Every call gets what is left of one deadline: the caller's timeout,
+the inbound call's deadline or the default; an idempotent call's attempt gets at most
+the per-try timeout of it. Breakers hear only what says an endpoint is unhealthy
+(mesh.client._outcome).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from mesh import inbound
 from mesh.backoff import Backoff
 from mesh.client._breaker import Admission, EndpointBreaker
+from mesh.client._outcome import health_code, is_dependency_failure
 from mesh.config import ClientPolicy
 from mesh.errors import CircuitOpen, NoEndpoints
 from mesh.registry import Endpoint, EndpointSource
@@ -286,6 +291,7 @@ class ServiceChannel:
         until = time.monotonic() + self._budget(timeout)
         await self._first_endpoints(until)
         retryable = is_idempotent(method)
+        per_try_timeout = self._policy.retry.per_try_timeout
         tried: set[str] = set()
         attempt = 0
         while True:
@@ -306,12 +312,16 @@ class ServiceChannel:
             callable_ = member.callables.get(method)
             if callable_ is None:
                 callable_ = member.callables[method] = make(member.channel)
+            # An idempotent call gives each attempt at most the per-try timeout, so a
+            # hung endpoint costs it that, not its whole deadline.
+            per_try = min(remaining, per_try_timeout) if retryable else remaining
             try:
-                response = await callable_(request, timeout=remaining, metadata=metadata)
+                response = await callable_(request, timeout=per_try, metadata=metadata)
             except grpc.aio.AioRpcError as error:
-                member.breaker.record(pick.admission, error.code())
-                retry = retryable and error.code() is grpc.StatusCode.UNAVAILABLE
-                delay = self._retry_delay(attempt, until) if retry else None
+                fair = per_try >= per_try_timeout
+                member.breaker.record(pick.admission, health_code(error, fair_chance=fair))
+                again = retryable and _retryable(error, cut_by_per_try=per_try < remaining)
+                delay = self._retry_delay(attempt, until) if again else None
                 if delay is None:
                     raise
                 tried.add(member.endpoint.instance_id)
@@ -343,6 +353,18 @@ class ServiceChannel:
         await asyncio.gather(
             *(m.channel.close() for m in members), *self._closing, return_exceptions=True
         )
+
+
+def _retryable(error: grpc.aio.AioRpcError, *, cut_by_per_try: bool) -> bool:
+    """Whether an idempotent call's failed attempt is worth another: the endpoint was
+    unavailable (unless it answered that its own dependency was: retrying that would
+    multiply attempts at every hop), or it did not answer within the per-try timeout."""
+    if is_dependency_failure(error):
+        return False
+    code = error.code()
+    return code is grpc.StatusCode.UNAVAILABLE or (
+        code is grpc.StatusCode.DEADLINE_EXCEEDED and cut_by_per_try
+    )
 
 
 def _deadline_exceeded(service: str, method: str) -> grpc.aio.AioRpcError:
@@ -423,7 +445,8 @@ class _UnaryStream:
                 async for item in call:
                     yield item
             except grpc.aio.AioRpcError as error:
-                pick.member.breaker.record(pick.admission, error.code())
+                fair = budget >= owner._policy.retry.per_try_timeout
+                pick.member.breaker.record(pick.admission, health_code(error, fair_chance=fair))
                 raise
             except BaseException:
                 # The consumer went away, or this process failed: nothing learnt about the

@@ -9,7 +9,7 @@ import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
@@ -22,6 +22,7 @@ from mesh.backoff import Backoff
 from mesh.client import EndpointBreaker, ServiceChannel, is_idempotent
 from mesh.config import BreakerPolicy, ClientPolicy, RetryPolicy
 from mesh.errors import CircuitOpen, NoEndpoints
+from mesh.problems import DependencyFailed, Problem, Unavailable
 from mesh.registry import Endpoint
 from mesh.telemetry import ClientMetrics
 
@@ -32,7 +33,8 @@ ADJUST_STOCK = "/shop.inventory.v1.InventoryService/AdjustStock"  # default leve
 THRESHOLD = 3
 POLICY = ClientPolicy(
     timeout=1.0,
-    retry=RetryPolicy(max_attempts=3),
+    # No per-try cap unless a test asks for one: attempts get what is left of the deadline.
+    retry=RetryPolicy(max_attempts=3, per_try_timeout=60.0),
     breaker=BreakerPolicy(failure_threshold=THRESHOLD, reset_timeout=60.0),
 )
 TINY = Backoff(initial=0.001, maximum=0.001, jitter=0.0)
@@ -119,9 +121,14 @@ class FakeChannel:
             self.dialer.calls.append(Call(instance_id, method, request, timeout))
             if instance_id in self.dialer.crashes:
                 raise RuntimeError("failed in this process, not at the endpoint")
-            code = self.dialer.failures.get(instance_id)
-            if code is not None:
-                raise rpc_error(code)
+            if instance_id in self.dialer.hung:  # answers nothing: grpc's deadline ends it
+                await asyncio.sleep(timeout if timeout is not None else 3600)
+                raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED)
+            failure = self.dialer.failures.get(instance_id)
+            if isinstance(failure, grpc.aio.AioRpcError):
+                raise failure
+            if failure is not None:
+                raise rpc_error(failure)
             return f"reply from {instance_id}"
 
         return call
@@ -133,13 +140,15 @@ class FakeChannel:
 
 class Dialer:
     """The `dial` function: one FakeChannel per endpoint, and every call they receive.
-    An instance id in `failures` answers every call with that code."""
+    An instance id in `failures` answers every call with that code (or error); one in
+    `hung` never answers."""
 
     def __init__(self) -> None:
         self.channels: dict[str, list[FakeChannel]] = {}
         self.calls: list[Call] = []
-        self.failures: dict[str, grpc.StatusCode] = {}
+        self.failures: dict[str, grpc.StatusCode | grpc.aio.AioRpcError] = {}
         self.crashes: set[str] = set()
+        self.hung: set[str] = set()
 
     def __call__(self, endpoint: Endpoint) -> Any:
         channel = FakeChannel(endpoint, self)
@@ -707,3 +716,135 @@ async def test_a_trial_call_that_fails_in_this_process_gives_its_slot_back(
     dialer.crashes.clear()
     del dialer.failures["a"]
     assert await call(channel, ADJUST_STOCK) == "reply from a"  # a new trial is let through
+
+
+# -- what a failure says: breakers hear only endpoint faults; one level retries ----------
+
+
+def with_details(code: grpc.StatusCode, problem: Problem) -> grpc.aio.AioRpcError:
+    """A failure as a mesh server sends it: with its google.rpc.Status in the trailers."""
+    trailers = grpc.aio.Metadata(
+        ("grpc-status-details-bin", problem.to_status().SerializeToString())
+    )
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), trailers, details=problem.message)
+
+
+def dependency_failed(code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE) -> grpc.aio.AioRpcError:
+    return with_details(code, DependencyFailed(code, "product: no endpoint"))
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        # What grpc raises for its own size limits (trailers or a message too large):
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        dependency_failed(),
+    ],
+    ids=lambda failure: getattr(failure, "name", "DependencyFailed"),
+)
+async def test_a_failure_the_request_or_a_dependency_caused_never_opens_the_breaker(
+    source: FakeSource,
+    dialer: Dialer,
+    make: Callable[..., Awaitable[ServiceChannel]],
+    failure: grpc.StatusCode | grpc.aio.AioRpcError,
+) -> None:
+    source.publish(A)
+    channel = await make()
+    dialer.failures["a"] = failure
+
+    for _ in range(THRESHOLD * 3):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call(channel, ADJUST_STOCK)
+
+    assert channel.breaker("a").state == "closed"
+    assert channel.breaker("a").failures == 0
+
+
+async def test_resource_exhausted_that_the_server_declares_opens_the_breaker(
+    source: FakeSource, dialer: Dialer, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    source.publish(A)
+    channel = await make()
+    declared = with_details(grpc.StatusCode.RESOURCE_EXHAUSTED, Unavailable("overloaded"))
+    dialer.failures["a"] = declared
+
+    for _ in range(THRESHOLD):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call(channel, ADJUST_STOCK)
+
+    assert channel.breaker("a").state == "open"
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
+async def test_a_dependency_failure_is_not_retried(
+    source: FakeSource,
+    dialer: Dialer,
+    make: Callable[..., Awaitable[ServiceChannel]],
+    code: grpc.StatusCode,
+) -> None:
+    source.publish(A, B)
+    policy = replace(POLICY, retry=RetryPolicy(max_attempts=3, per_try_timeout=0.5))
+    channel = await make(policy)
+    dialer.failures.update(a=dependency_failed(code), b=dependency_failed(code))
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call(channel, GET_STOCK, timeout=5.0)
+
+    assert error.value.code() is code
+    assert len(dialer.calls) == 1
+
+
+async def test_a_hung_endpoint_costs_an_idempotent_call_the_per_try_timeout(
+    source: FakeSource, dialer: Dialer, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    source.publish(A, B)
+    policy = replace(POLICY, retry=RetryPolicy(max_attempts=3, per_try_timeout=0.1))
+    channel = await make(policy)
+    dialer.hung.add("a")
+
+    started = time.monotonic()
+    reply = await call(channel, GET_STOCK, timeout=5.0)
+
+    assert reply == "reply from b"
+    assert time.monotonic() - started < 1.0
+    assert [(c.instance_id, c.timeout) for c in dialer.calls] == [("a", 0.1), ("b", 0.1)]
+    assert channel.breaker("a").failures == 1  # it had its fair chance
+
+
+async def test_a_non_idempotent_call_waits_out_a_hung_endpoint(
+    source: FakeSource, dialer: Dialer, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    source.publish(A, B)
+    policy = replace(POLICY, retry=RetryPolicy(max_attempts=3, per_try_timeout=0.1))
+    channel = await make(policy)
+    dialer.hung.add("a")
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call(channel, ADJUST_STOCK, timeout=0.3)  # it may have been applied
+
+    assert error.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert dialer.called() == ["a"]
+    timeout = dialer.calls[0].timeout
+    assert timeout is not None
+    assert timeout > 0.2
+
+
+async def test_a_deadline_the_caller_cut_short_does_not_count_against_the_endpoint(
+    source: FakeSource, dialer: Dialer, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    source.publish(A)
+    policy = replace(POLICY, retry=RetryPolicy(max_attempts=1, per_try_timeout=0.5))
+    channel = await make(policy)
+    dialer.hung.add("a")
+
+    for _ in range(THRESHOLD * 2):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call(channel, ADJUST_STOCK, timeout=0.01)  # a caller in a hurry
+
+    assert channel.breaker("a").state == "closed"
