@@ -1,6 +1,9 @@
-"""What every call needs, around each handler: authorisation by SPIFFE id, RED metrics,
-the deadline handed on to downstream calls, the one table that turns exceptions into
-gRPC statuses, and the choice of which calls OpenTelemetry traces.
+"""What every call needs, around each handler: authorisation by SPIFFE id, decoding the
+request (bytes that are not the message get INVALID_ARGUMENT, counted like any call),
+RED metrics, the deadline handed on to downstream calls, the one table that turns
+exceptions into gRPC statuses (a downstream failure the mesh client could not retry
+away becomes DependencyFailed, so callers do not retry it again), and the choice of
+which calls OpenTelemetry traces.
 
 Each handler is wrapped once. The runtime wraps them as servicers register them
 (`MeshInterceptor.registrar(server)`), so calls skip grpc.aio's interceptor pipeline,
@@ -18,15 +21,16 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, NoReturn, TypeAlias
 
 import grpc
+from google.protobuf import descriptor_pool
 from opentelemetry.trace import format_trace_id
 
 from mesh import inbound
 from mesh.authz import AuthzTable, Decision
 from mesh.inbound import TraceIds
-from mesh.problems import Problem
+from mesh.problems import DependencyFailed, MalformedRequest, Problem, bounded
 from mesh.telemetry import (
     TRACEPARENT,
     HeadSampler,
@@ -45,8 +49,9 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
 _DETAILS_KEY = "grpc-status-details-bin"
-# Downstream failures a caller may retry keep their code; anything else is a bug here.
-_PASS_THROUGH = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+# Downstream failures that are no bug here: answered as DependencyFailed, with their code.
+_DEPENDENCY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+Decoder: TypeAlias = Callable[[bytes], Any]
 
 
 def _caller(sans: tuple[bytes, ...]) -> str | None:
@@ -58,6 +63,30 @@ def _caller(sans: tuple[bytes, ...]) -> str | None:
     """
     uris = [san for san in sans if san.startswith(b"spiffe://")]
     return uris[0].decode() if len(uris) == 1 else None
+
+
+def _request_type(method: str) -> str:
+    """The full name of `method`'s request message, for errors ("/pkg.Svc/M")."""
+    try:
+        found = descriptor_pool.Default().FindMethodByName(method.lstrip("/").replace("/", "."))
+    except KeyError:
+        return "request message"
+    return str(found.input_type.full_name)
+
+
+def _strict(decode: Decoder | None, request_type: str) -> Decoder | None:
+    """`decode`, failing with MalformedRequest: for request streams, where grpc calls
+    the deserializer as the servicer reads, and its error reaches the servicer."""
+    if decode is None:
+        return None
+
+    def strict(raw: bytes) -> Any:
+        try:
+            return decode(raw)
+        except Exception:
+            raise MalformedRequest(request_type) from None
+
+    return strict
 
 
 def _cancel_code(context: Context) -> grpc.StatusCode:
@@ -144,6 +173,7 @@ class _Guard:
             else None
         )
         self.decide = self.sampler.decide if self.sampler else None
+        self.request_type = _request_type(method)
         # The caller's SANs, as grpc hands them over, -> the decision for this method.
         self._decisions: dict[tuple[bytes, ...], Decision] = {}
 
@@ -189,12 +219,12 @@ class _Guard:
         self.record(grpc.StatusCode.PERMISSION_DENIED, started)
         await context.abort(
             grpc.StatusCode.PERMISSION_DENIED,
-            f"{decision.caller} may not call {self.method} ({decision.reason})",
+            f"{bounded(str(decision.caller))} may not call {self.method} ({decision.reason})",
         )
 
-    async def fail(self, error: BaseException, context: Context, started: float) -> None:
+    async def fail(self, error: BaseException, context: Context, started: float) -> NoReturn:
         """Count the failed call and, unless grpc has already ended it, abort it with
-        the status `error` stands for. Always raises."""
+        the status `error` stands for."""
         if isinstance(error, grpc.aio.AbortError | asyncio.CancelledError | GeneratorExit):
             # The servicer aborted (status already sent), or grpc ended the handler.
             code = context.code()
@@ -202,12 +232,14 @@ class _Guard:
                 code = _cancel_code(context)
             self.record(code, started)
             raise error
+        if isinstance(error, grpc.aio.AioRpcError) and error.code() in _DEPENDENCY_CODES:
+            # The mesh client has retried already: our callers must not retry again, nor
+            # count against this instance a failure that is another's.
+            error = DependencyFailed(error.code(), error.details() or "")
         trailing: tuple[tuple[str, str | bytes], ...] = ()
         if isinstance(error, Problem):
             code, message = error.code, error.message
             trailing = ((_DETAILS_KEY, error.to_status().SerializeToString()),)
-        elif isinstance(error, grpc.aio.AioRpcError) and error.code() in _PASS_THROUGH:
-            code, message = error.code(), f"a dependency failed: {error.details()}"
         else:
             log.exception("unhandled error in %s", self.method)
             ids = current_trace_ids()  # the trace its log line carries
@@ -228,7 +260,7 @@ class _Guard:
         assert self.tracing is not None
 
         async def inner(_: grpc.HandlerCallDetails) -> Handler:
-            return _like(handler, behavior)
+            return _like(handler, behavior, handler.request_deserializer)
 
         details = _CallDetails(self.method, context.invocation_metadata() or ())
         wrapped = await self.tracing.intercept_service(inner, details)
@@ -246,6 +278,7 @@ class _Guard:
         microseconds of a Python server's event loop.
         """
         stats, clock, refuse = self.stats, time.perf_counter, self.refusal
+        decode = None if handler.request_streaming else handler.request_deserializer
 
         async def handle(request: Any, context: Context, admitted_at: float | None = None) -> Any:
             if admitted_at is None:
@@ -259,6 +292,11 @@ class _Guard:
                     return await (await self.traced(handler, inner, context))(request, context)
             else:
                 started = admitted_at
+            if decode is not None:
+                try:
+                    request = decode(request)
+                except Exception:
+                    await self.fail(MalformedRequest(self.request_type), context, started)
             try:
                 response = await behavior(request, context)
             except (Exception, asyncio.CancelledError) as error:
@@ -269,7 +307,7 @@ class _Guard:
                 self.finished(context, started)
             return response
 
-        return _like(handler, handle)
+        return self._guarded(handler, handle)
 
     def route(self, handler: Handler) -> _Route:
         """`handler` guarded, with one wrapper per sampling decision where the
@@ -292,6 +330,8 @@ class _Guard:
             # a coroutine that writes with context.write()
             return self.unary(handler, behavior, self.decide)
 
+        decode = None if handler.request_streaming else handler.request_deserializer
+
         async def stream(
             request: Any, context: Context, admitted_at: float | None = None
         ) -> AsyncIterator[Any]:
@@ -306,6 +346,11 @@ class _Guard:
                     return
             else:
                 started = admitted_at
+            if decode is not None:
+                try:
+                    request = decode(request)
+                except Exception:
+                    await self.fail(MalformedRequest(self.request_type), context, started)
             try:
                 async for item in behavior(request, context):
                     yield item
@@ -313,7 +358,16 @@ class _Guard:
                 await self.fail(error, context, started)
             self.finished(context, started)
 
-        return _like(handler, stream)
+        return self._guarded(handler, stream)
+
+    def _guarded(self, handler: Handler, wrapper: Callable[..., Any]) -> Handler:
+        """The handler grpc calls: `wrapper`, given the request as bytes when it is one
+        message (the wrapper decodes it, so that bytes that are not the message get
+        INVALID_ARGUMENT and are counted), or as a stream whose messages fail with
+        MalformedRequest when they do not decode."""
+        if handler.request_streaming:
+            return _like(handler, wrapper, _strict(handler.request_deserializer, self.request_type))
+        return _like(handler, wrapper, None)
 
 
 def _behavior(handler: Handler) -> Callable[..., Any]:
@@ -324,9 +378,10 @@ def _behavior(handler: Handler) -> Callable[..., Any]:
     return behavior
 
 
-def _like(handler: Handler, behavior: Callable[..., Any]) -> Handler:
-    """A handler of the same kind and (de)serializers as `handler`, running `behavior`."""
-    decode, encode = handler.request_deserializer, handler.response_serializer
+def _like(handler: Handler, behavior: Callable[..., Any], decode: Decoder | None) -> Handler:
+    """A handler of the same kind and response serializer as `handler`, running
+    `behavior` on requests that `decode` deserializes."""
+    encode = handler.response_serializer
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(behavior, decode, encode)
     if handler.unary_stream:

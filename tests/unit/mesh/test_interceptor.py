@@ -62,6 +62,13 @@ class ScriptedHealth(health_pb2_grpc.HealthServicer):
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details="x"
             )
+        if script == "downstream-slow":
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.aio.Metadata(),
+                grpc.aio.Metadata(),
+                details="y" * 20_000,
+            )
         if script == "deadline":
             self.remaining.append(inbound.remaining())
         if script == "slow":
@@ -214,10 +221,76 @@ async def test_an_internal_error_names_the_trace_its_log_line_carries(mesh: Mesh
     assert error.details() == f"internal error (trace {line['trace_id']})"
 
 
-async def test_a_downstream_unavailable_keeps_its_code(mesh: Mesh) -> None:
-    error = await failed_check(mesh, "downstream")
+def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    status = rpc_status.from_call(error)
+    assert status is not None
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info
 
-    assert error.code() is grpc.StatusCode.UNAVAILABLE
+
+@pytest.mark.parametrize(
+    ("script", "code"),
+    [
+        ("downstream", grpc.StatusCode.UNAVAILABLE),
+        ("downstream-slow", grpc.StatusCode.DEADLINE_EXCEEDED),
+    ],
+)
+async def test_a_downstream_failure_keeps_its_code_and_says_a_dependency_failed(
+    mesh: Mesh, script: str, code: grpc.StatusCode
+) -> None:
+    error = await failed_check(mesh, script)
+
+    assert error.code() is code
+    info = error_info(error)
+    assert (info.domain, info.reason) == ("shopmesh", "DEPENDENCY_FAILED")
+    assert info.metadata["code"] == code.name
+    assert len(error.details() or "") < 512  # the dependency's own text, bounded
+
+
+def raw_check(mesh: Mesh, caller: str = "admin", method: str = "Check") -> Any:
+    """Health/`method` taking the request as bytes, as a hostile peer sends it."""
+    channel = mesh.channels[caller]
+    if method == "Watch":
+        return channel.unary_stream(f"/{HEALTH}/Watch")
+    return channel.unary_unary(f"/{HEALTH}/Check")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff\xff\xff", b"\x0a\x02\xff\xfe"],  # not protobuf; a string that is not UTF-8
+    ids=["garbage", "bad-utf8"],
+)
+async def test_undecodable_requests_are_invalid_argument_and_counted(
+    mesh: Mesh, raw: bytes
+) -> None:
+    invalid = mesh.metric("grpc_server_handled_total", grpc_code="InvalidArgument")
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await raw_check(mesh)(raw, timeout=5.0)
+
+    error = caught.value
+    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert "grpc.health.v1.HealthCheckRequest" in (error.details() or "")
+    assert "Error" not in (error.details() or "")  # no Python exception's text
+    assert error_info(error).reason == "MALFORMED_REQUEST"
+    assert mesh.metric("grpc_server_handled_total", grpc_code="InvalidArgument") == invalid + 1
+
+
+async def test_an_undecodable_stream_request_is_invalid_argument(mesh: Mesh) -> None:
+    call = raw_check(mesh, method="Watch")(b"\xff\xff", timeout=5.0)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        _ = [item async for item in call]
+
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_denied_caller_is_refused_before_its_bytes_are_read(mesh: Mesh) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await raw_check(mesh, caller="stranger")(b"\xff\xff\xff", timeout=5.0)
+
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_the_handler_sees_the_callers_deadline(mesh: Mesh) -> None:
@@ -305,6 +378,7 @@ async def test_a_crashing_stream_ends_internal_after_what_it_sent(mesh: Mesh) ->
         ("invalid", "admin", "InvalidArgument"),
         ("crash", "admin", "Internal"),
         ("downstream", "admin", "Unavailable"),
+        ("downstream-slow", "admin", "DeadlineExceeded"),
         ("ok", "stranger", "PermissionDenied"),
     ],
 )
@@ -370,3 +444,56 @@ def test_registered_methods_are_served_by_one_lookup_not_registered_one_by_one()
     assert check.unary_unary is not None
     assert check.unary_unary.__qualname__.startswith("_Guard.")  # the guarded handler
     assert dispatcher.service(Details(f"/{HEALTH}/NoSuchMethod")) is None
+
+
+async def test_an_undecodable_message_in_a_request_stream_is_invalid_argument(
+    tmp_path: Path,
+) -> None:
+    """Messages of a request stream are decoded as the servicer reads them."""
+    ensure_certificates(tmp_path, DOMAIN, NAMESPACE, ["svc", "admin"])
+    registry = CollectorRegistry()
+    authz = AuthzTable([AuthzRule(("admin",), ("*",))], DOMAIN, NAMESPACE)
+    guard = MeshInterceptor(authz, ServerMetrics(registry))
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    received: list[str] = []
+
+    async def collect(requests: AsyncIterator[Any], context: Any) -> bytes:
+        async for request in requests:
+            received.append(request.service)
+        return b""
+
+    handler = grpc.stream_unary_rpc_method_handler(
+        collect, request_deserializer=health_pb2.HealthCheckRequest.FromString
+    )
+    guard.registrar(server).add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("test.Collector", {"Collect": handler}),)
+    )
+    port = server.add_secure_port("127.0.0.1:0", server_credentials(IdentityFiles(tmp_path, "svc")))
+    await server.start()
+    channel = grpc.aio.secure_channel(
+        f"127.0.0.1:{port}", channel_credentials(IdentityFiles(tmp_path, "admin"))
+    )
+    try:
+
+        async def requests() -> AsyncIterator[bytes]:
+            yield health_pb2.HealthCheckRequest(service="first").SerializeToString()
+            yield b"\xff\xff\xff"
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await channel.stream_unary("/test.Collector/Collect")(requests(), timeout=5.0)
+    finally:
+        await channel.close()
+        await server.stop(None)
+
+    assert caught.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert received == ["first"]
+    handled = registry.get_sample_value(
+        "grpc_server_handled_total",
+        {
+            "grpc_type": "client_stream",
+            "grpc_service": "test.Collector",
+            "grpc_method": "Collect",
+            "grpc_code": "InvalidArgument",
+        },
+    )
+    assert handled == 1
