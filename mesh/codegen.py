@@ -3,6 +3,11 @@
 Third-party imports (google/api, google/type, ...) are resolved from the installed
 googleapis-common-protos package and copied into third_party/googleapis, the folder
 buf.yaml names, so neither buf nor protoc needs a remote dependency.
+
+The descriptor set also holds grpc.health.v1, which every instance serves, so that
+`grpcurl -protoset generated/shop.binpb` can check health as an identity that may not
+use server reflection. (grpcio-health-checking ships no .proto: its compiled
+descriptor is added as it is.)
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import google.api
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2
 from grpc_tools import protoc
 
 __all__ = ["CodegenError", "Layout", "check", "generate", "stage_third_party"]
@@ -113,11 +120,20 @@ def _compile(layout: Layout, out: Path, third_party: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise CodegenError("protoc failed; its messages are above")
+    _add_health(out / DESCRIPTOR_SET)
     # Regular packages (not namespace ones) so setuptools and mypy find them.
     for directory in sorted({p.parent for p in out.rglob("*_pb2.py")}):
         while directory != out:
             (directory / "__init__.py").touch()
             directory = directory.parent
+
+
+def _add_health(descriptor_set: Path) -> None:
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set.read_bytes())
+    health = descriptor_pb2.FileDescriptorProto.FromString(health_pb2.DESCRIPTOR.serialized_pb)
+    if all(f.name != health.name for f in files.file):
+        files.file.append(health)
+        descriptor_set.write_bytes(files.SerializeToString(deterministic=True))
 
 
 def generate(layout: Layout) -> list[Path]:

@@ -1,4 +1,5 @@
-"""The real grpcurl binary lists, describes and calls services through reflection, as admin."""
+"""The real grpcurl binary lists, describes and calls services through reflection, as admin,
+and, as identities that may not use reflection, through generated/shop.binpb."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 
 import pytest
 
-from tests.harness.mesh import MeshHarness
+from tests.harness.mesh import REPO, MeshHarness
 
 # instance -> its service and methods
 SERVICES = {
@@ -31,14 +32,18 @@ async def _grpcurl(
     body: object = None,
     tls: bool = True,
     instance: str = "product-1",
+    identity: str = "admin",
+    protoset: bool = False,
 ) -> tuple[int, str]:
-    """grpcurl [tls flags] [-d body] <instance's address> args..."""
+    """grpcurl [tls flags] [-protoset] [-d body] <instance's address> args..."""
     certs = mesh.config.certs_dir
     endpoint = mesh.instances[instance].endpoint
     assert endpoint is not None
     options = ["-connect-timeout", "3", "-cacert", str(certs / "ca.crt")]
     if tls:
-        options += ["-cert", str(certs / "admin.crt"), "-key", str(certs / "admin.key")]
+        options += ["-cert", str(certs / f"{identity}.crt"), "-key", str(certs / f"{identity}.key")]
+    if protoset:
+        options += ["-protoset", str(REPO / "generated" / "shop.binpb")]
     if body is not None:
         options += ["-d", json.dumps(body)]
     process = await asyncio.create_subprocess_exec(
@@ -116,3 +121,15 @@ async def test_without_a_client_certificate_it_is_refused(
     code, output = await _grpcurl(binaries["grpcurl"], shop, "list", tls=False)
     assert code != 0
     assert "ServerReflection" not in output
+
+
+async def test_an_identity_without_reflection_checks_health_through_the_protoset(
+    shop: MeshHarness, binaries: dict[str, str]
+) -> None:
+    check = "grpc.health.v1.Health/Check"
+    code, output = await _grpcurl(binaries["grpcurl"], shop, "list", identity="order")
+    assert code != 0
+    assert "PermissionDenied" in output  # order may not use reflection
+    code, output = await _grpcurl(binaries["grpcurl"], shop, check, identity="order", protoset=True)
+    assert code == 0, output
+    assert json.loads(output) == {"status": "SERVING"}
