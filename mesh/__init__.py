@@ -2,7 +2,7 @@
 
 Modules, lowest first; each imports only from its own layer and those before it
 (tests/unit/mesh/test_layers.py checks this):
-errors, deadline, backoff, tasks, codegen -> problems, config, state, storage, paging ->
+errors, inbound, backoff, tasks, codegen -> problems, config, state, storage ->
 identity, authz -> registry -> telemetry -> client -> server -> supervisor -> cli.
 Nothing here imports services/ or gateway/.
 """

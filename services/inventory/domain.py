@@ -7,7 +7,6 @@ The store reads rows inside a transaction, asks these functions what the new sta
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -18,6 +17,8 @@ from mesh.problems import (
     InvalidArgument,
     PreconditionViolation,
 )
+from services.common.ids import RESOURCE_ID
+from services.common.items import item_violations
 
 __all__ = [
     "MAX_QUANTITY",
@@ -47,9 +48,6 @@ STOCK = "STOCK"
 MAX_REASON = 200
 MAX_QUANTITY = 2**63 - 1
 """Stock columns are SQLite (signed 64-bit) integers."""
-
-_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
-_ID_RULE = "must be 1 to 64 lowercase letters, digits or dashes, not starting with a dash"
 
 
 class ReservationState(enum.Enum):
@@ -89,31 +87,22 @@ class Reservation:
     state: ReservationState
 
 
-def _id_violations(value: str, field: str) -> list[FieldViolation]:
-    if not value:
-        return [FieldViolation(field, "required")]
-    if not _ID.fullmatch(value):
-        return [FieldViolation(field, _ID_RULE)]
-    return []
-
-
 def validate_product_id(product_id: str) -> str:
     """A product id as the catalogue allows them.
 
     Raises:
         InvalidArgument: on field `product_id`.
     """
-    found = _id_violations(product_id, "product_id")
-    if found:
-        raise InvalidArgument(found)
-    return product_id
+    return RESOURCE_ID.check(product_id, "product_id")
 
 
 def require_order_id(order_id: str) -> str:
-    """The order id to look up; only emptiness is an error, an unknown id is not found."""
-    if not order_id:
-        raise InvalidArgument([FieldViolation("order_id", "required")])
-    return order_id
+    """The order id to look up, if well formed (an unknown one is then simply not found).
+
+    Raises:
+        InvalidArgument: on field `order_id`.
+    """
+    return RESOURCE_ID.check(order_id, "order_id")
 
 
 def validate_adjustment(product_id: str, delta: int, reason: str) -> None:
@@ -122,7 +111,7 @@ def validate_adjustment(product_id: str, delta: int, reason: str) -> None:
     Raises:
         InvalidArgument: listing every bad field.
     """
-    found = _id_violations(product_id, "product_id")
+    found = RESOURCE_ID.violations(product_id, "product_id")
     if delta == 0:
         found.append(FieldViolation("delta", "must not be zero"))
     if len(reason) > MAX_REASON:
@@ -156,32 +145,13 @@ def adjusted(level: StockLevel, delta: int) -> StockLevel:
 
 
 def validate_reservation(order_id: str, items: Sequence[ReservationItem]) -> None:
-    """Check a ReserveStock request: an order id, and at least one item, each product once
-    with a positive quantity.
+    """Check a ReserveStock request: an order id, and items as services.common.items
+    allows them (1 to 100, each product once with a positive quantity).
 
     Raises:
         InvalidArgument: listing every bad field (`items[1].product_id`, ...).
     """
-    found = _id_violations(order_id, "order_id")
-    if not items:
-        found.append(FieldViolation("items", "at least one item is required"))
-    first_index: dict[str, int] = {}
-    for index, item in enumerate(items):
-        field = f"items[{index}]"
-        id_problems = _id_violations(item.product_id, f"{field}.product_id")
-        found.extend(id_problems)
-        if not id_problems:
-            if item.product_id in first_index:
-                found.append(
-                    FieldViolation(
-                        f"{field}.product_id",
-                        f"duplicates items[{first_index[item.product_id]}]",
-                    )
-                )
-            else:
-                first_index[item.product_id] = index
-        if item.quantity < 1:
-            found.append(FieldViolation(f"{field}.quantity", "must be at least 1"))
+    found = RESOURCE_ID.violations(order_id, "order_id") + item_violations(items)
     if found:
         raise InvalidArgument(found)
 

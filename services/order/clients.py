@@ -36,8 +36,9 @@ Channel = ServiceChannel | grpc.aio.Channel
 class Catalog(Protocol):
     """Where unit prices come from."""
 
-    async def unit_price(self, product_id: str) -> Money | None:
-        """The product's current price, or None if there is no such product."""
+    async def unit_prices(self, product_ids: Sequence[str]) -> list[Money | None]:
+        """Each product's current price, in the order asked, None for one that does not
+        exist; in one call, whatever the number of products."""
         ...
 
 
@@ -58,24 +59,26 @@ class Inventory(Protocol):
 
 
 class GrpcCatalog:
-    """Catalog over ProductService.GetProduct."""
+    """Catalog over ProductService.BatchGetProducts."""
 
     def __init__(self, channel: Channel, *, timeout: float | None = None) -> None:
         # Generated stubs have no .pyi; their methods return Any.
         self._stub = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
         self._timeout = timeout
 
-    async def unit_price(self, product_id: str) -> Money | None:
-        try:
-            response = await self._stub.GetProduct(
-                product_pb2.GetProductRequest(product_id=product_id), timeout=self._timeout
+    async def unit_prices(self, product_ids: Sequence[str]) -> list[Money | None]:
+        response = await self._stub.BatchGetProducts(
+            product_pb2.BatchGetProductsRequest(product_ids=product_ids), timeout=self._timeout
+        )
+        prices = {
+            product.product_id: Money(
+                currency_code=product.price.currency_code,
+                units=product.price.units,
+                nanos=product.price.nanos,
             )
-        except grpc.aio.AioRpcError as error:
-            if error.code() is grpc.StatusCode.NOT_FOUND:
-                return None
-            raise
-        price = response.product.price
-        return Money(currency_code=price.currency_code, units=price.units, nanos=price.nanos)
+            for product in response.products
+        }
+        return [prices.get(product_id) for product_id in product_ids]
 
 
 class GrpcInventory:

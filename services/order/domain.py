@@ -7,17 +7,21 @@ back into units and nanos only at the end.
 from __future__ import annotations
 
 import enum
+import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from mesh import paging
-from mesh.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from mesh.problems import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
+from services.common import paging
+from services.common.ids import CUSTOMER_ID, REQUEST_ID, RESOURCE_ID
+from services.common.items import MAX_ITEMS, item_violations
+from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 __all__ = [
     "CURRENCY",
     "DEFAULT_PAGE_SIZE",
+    "MAX_ITEMS",
     "MAX_PAGE_SIZE",
     "ORDER",
     "Line",
@@ -29,8 +33,9 @@ __all__ = [
     "Page",
     "encode_page_token",
     "new_order_id",
-    "parse_page",
+    "parse_list_request",
     "price_order",
+    "request_fingerprint",
     "require_order_id",
     "validate_order_request",
 ]
@@ -41,8 +46,6 @@ ORDER = "shop.order.v1.Order"
 CURRENCY = "CURRENCY"
 """PreconditionViolation type for an item priced in another currency than the rest."""
 
-MAX_CUSTOMER_ID = 64
-MAX_REQUEST_ID = 64
 NANOS_PER_UNIT = 1_000_000_000
 _MAX_UNITS = 2**63 - 1  # google.type.Money.units is an int64
 _PAGE_KIND = "order"
@@ -128,10 +131,12 @@ def new_order_id() -> str:
 
 
 def require_order_id(order_id: str) -> str:
-    """The id to look up; only emptiness is an error, an unknown id is simply not found."""
-    if not order_id:
-        raise InvalidArgument([FieldViolation("order_id", "required")])
-    return order_id
+    """The id to look up, if well formed (an unknown one is then simply not found).
+
+    Raises:
+        InvalidArgument: on `order_id`.
+    """
+    return RESOURCE_ID.check(order_id, "order_id")
 
 
 def validate_order_request(
@@ -140,35 +145,21 @@ def validate_order_request(
     """Check a PlaceOrder request.
 
     Raises:
-        InvalidArgument: listing every bad field (`customer_id`, `items[2].quantity`, ...).
+        InvalidArgument: listing every bad field (`customer_id`, `items[2].quantity`, ...;
+            the items as services.common.items checks them).
     """
-    found = []
-    if not customer_id:
-        found.append(FieldViolation("customer_id", "required"))
-    elif len(customer_id) > MAX_CUSTOMER_ID:
-        found.append(FieldViolation("customer_id", f"must be at most {MAX_CUSTOMER_ID} characters"))
-    if not lines:
-        found.append(FieldViolation("items", "at least one item is required"))
-    first_index: dict[str, int] = {}
-    for index, line in enumerate(lines):
-        field = f"items[{index}]"
-        if not line.product_id:
-            found.append(FieldViolation(f"{field}.product_id", "required"))
-        elif line.product_id in first_index:
-            found.append(
-                FieldViolation(
-                    f"{field}.product_id", f"duplicates items[{first_index[line.product_id]}]"
-                )
-            )
-        else:
-            first_index[line.product_id] = index
-        if line.quantity < 1:
-            found.append(FieldViolation(f"{field}.quantity", "must be at least 1"))
-    if len(request_id) > MAX_REQUEST_ID:
-        found.append(FieldViolation("request_id", f"must be at most {MAX_REQUEST_ID} characters"))
+    found = CUSTOMER_ID.violations(customer_id, "customer_id") + item_violations(lines)
+    found.extend(REQUEST_ID.violations(request_id, "request_id", required=False))
     if found:
         raise InvalidArgument(found)
     return OrderRequest(customer_id=customer_id, lines=tuple(lines), request_id=request_id)
+
+
+def request_fingerprint(lines: Iterable[Line | OrderItem]) -> str:
+    """What makes two PlaceOrder requests of one customer the same request: the same
+    quantities of the same products, in any order."""
+    canonical = "\n".join(sorted(f"{line.product_id} {line.quantity}" for line in lines))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def price_order(
@@ -224,13 +215,21 @@ def price_order(
     )
 
 
-def parse_page(page_size: int, page_token: str) -> Page:
-    """Validate ListOrders paging: 0 means the default size, larger sizes are capped.
+def parse_list_request(customer_id: str, page_size: int, page_token: str) -> Page:
+    """Validate a ListOrders request: an optional customer id, and paging (0 means the
+    default size, larger sizes are capped).
 
     Raises:
-        InvalidArgument: a negative size or a token this service did not issue.
+        InvalidArgument: every bad field at once: a malformed `customer_id`, a negative
+            `page_size`, a `page_token` this service did not issue.
     """
-    request = paging.parse_page(page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_seq)
+    found = CUSTOMER_ID.violations(customer_id, "customer_id", required=False)
+    try:
+        request = paging.parse_page(page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_seq)
+    except InvalidArgument as error:
+        raise InvalidArgument([*found, *error.violations]) from None
+    if found:
+        raise InvalidArgument(found)
     before = None if request.cursor is None else int(request.cursor)
     return Page(size=request.size, before=before)
 

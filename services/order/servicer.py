@@ -1,21 +1,24 @@
 """OrderService over gRPC: decode the request, run the order flow, encode.
 
 PlaceOrder, step by step:
-1. validate the request (every bad field at once);
-2. a request_id this customer used before returns that order, calling nobody;
-3. price every item concurrently from the catalogue (unknown product: INVALID_ARGUMENT
+1. validate the request (every bad field at once; at most domain.MAX_ITEMS items);
+2. a request_id is the customer's idempotency key: if it was used for this same request,
+   return that order, waiting while the PlaceOrder that claimed it still runs (calling
+   nobody, holding no stock); if it was used for other items, refuse it;
+3. price every item with one call to the catalogue (unknown product: INVALID_ARGUMENT
    on `items[i].product_id`; mixed currencies: FAILED_PRECONDITION);
-4. record a hold for a new order id, then reserve the stock under it (short:
+4. record a hold for a new order id, claiming the request key with it (a duplicate that
+   claimed it first sends us back to step 2), then reserve the stock under it (short:
    FAILED_PRECONDITION with the inventory's violations, and the hold is dropped);
 5. store the order CONFIRMED, which drops the hold. If storing fails, release the
-   reservation and re-raise; if a concurrent duplicate of the request stored first,
-   release ours and return its.
+   reservation and re-raise.
 A hold left behind (a release that failed, a reservation whose outcome is unknown, a
 crash) is released by the sweeper (services.order.sweeper) within about 90 s, and
 its order can no longer be stored.
 
 Failures are raised as mesh.problems exceptions; the mesh server interceptor turns them
-into statuses with details, and keeps a downstream UNAVAILABLE or DEADLINE_EXCEEDED.
+into statuses with details, and a downstream UNAVAILABLE or DEADLINE_EXCEEDED into a
+DependencyFailed (which callers do not retry: the mesh client has retried already).
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from google.protobuf import timestamp_pb2
 from google.type import money_pb2
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-from mesh.problems import NotFound, Problem, Unavailable
+from mesh import inbound
+from mesh.problems import Aborted, FieldViolation, InvalidArgument, NotFound, Problem, Unavailable
 from services.order import domain
 from services.order.clients import Catalog, Inventory
-from services.order.domain import Line, Money, Order, OrderStatus
-from services.order.store import HoldClaimed, OrderStore
+from services.order.domain import Line, Money, Order, OrderStatus, request_fingerprint
+from services.order.store import HoldClaimed, OrderStore, RequestKey
+from services.order.sweeper import GRACE
 
 __all__ = ["OrderServicer", "encode_order"]
 
@@ -44,6 +49,13 @@ log = logging.getLogger("services.order")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 _STATUSES = {OrderStatus.CONFIRMED: order_pb2.ORDER_STATUS_CONFIRMED}
+
+KEY_WAIT_LIMIT = GRACE
+"""Most seconds a duplicate PlaceOrder waits for the one holding its request key: by
+then the sweeper has given up on that one (it crashed) and freed the key."""
+_KEY_REUSED = FieldViolation(
+    "request_id", "already used by this customer for an order of other items"
+)
 
 
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
@@ -77,24 +89,30 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
             [Line(item.product_id, item.quantity) for item in request.items],
             request.request_id,
         )
-        if wanted.request_id:
-            earlier = self._store.by_request(wanted.customer_id, wanted.request_id)
-            if earlier is not None:
-                return order_pb2.PlaceOrderResponse(order=encode_order(earlier))
-        prices = await asyncio.gather(
-            *(self._catalog.unit_price(line.product_id) for line in wanted.lines)
+        key = (
+            RequestKey(wanted.customer_id, wanted.request_id, request_fingerprint(wanted.lines))
+            if wanted.request_id
+            else None
         )
-        order = domain.price_order(
-            wanted, prices, order_id=self._new_order_id(), create_time_ns=self._clock()
-        )
-        await asyncio.to_thread(self._store.hold, order.order_id, order.create_time_ns)
+        while True:
+            if key is not None:
+                earlier = await self._earlier_order(key)
+                if earlier is not None:
+                    return order_pb2.PlaceOrderResponse(order=encode_order(earlier))
+            prices = await self._catalog.unit_prices([line.product_id for line in wanted.lines])
+            order = domain.price_order(
+                wanted, prices, order_id=self._new_order_id(), create_time_ns=self._clock()
+            )
+            if await asyncio.to_thread(self._store.hold, order.order_id, order.create_time_ns, key):
+                break
+            # A concurrent duplicate claimed the key since we looked: wait for its order.
         try:
             await self._inventory.reserve(order.order_id, wanted.lines)
         except Problem:  # refused: nothing is held (any other failure leaves it unknown)
             await asyncio.to_thread(self._store.drop_hold, order.order_id)
             raise
         try:
-            stored = await asyncio.to_thread(self._store.add, order)
+            await asyncio.to_thread(self._store.add, order)
         except HoldClaimed:
             # Slower than the sweeper's grace. Its release may have reached inventory
             # before our reservation did: release again (a release is idempotent).
@@ -103,17 +121,40 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         except Exception:
             await self._compensate(order.order_id)
             raise
-        if stored.order_id != order.order_id:
-            # A concurrent duplicate of this request stored its order first.
-            await self._compensate(order.order_id)
-        else:
-            log.info(
-                "order placed",
-                extra={"order_id": order.order_id, "customer_id": order.customer_id,
-                       "items": len(order.items), "total_units": order.total.units,
-                       "currency": order.total.currency_code},
-            )  # fmt: skip
-        return order_pb2.PlaceOrderResponse(order=encode_order(stored))
+        log.info(
+            "order placed",
+            extra={"order_id": order.order_id, "customer_id": order.customer_id,
+                   "items": len(order.items), "total_units": order.total.units,
+                   "currency": order.total.currency_code},
+        )  # fmt: skip
+        return order_pb2.PlaceOrderResponse(order=encode_order(order))
+
+    async def _earlier_order(self, key: RequestKey) -> Order | None:
+        """The order placed with `key`, waiting while the PlaceOrder that claimed it
+        runs; None if the key is free (never used, or its attempt ended without an
+        order, so this request may try).
+
+        Raises:
+            InvalidArgument: on `request_id`: the key was used for another request.
+            Aborted: the PlaceOrder holding the key is still running at this call's
+                deadline (or after KEY_WAIT_LIMIT).
+        """
+        remaining = inbound.remaining()
+        wait = KEY_WAIT_LIMIT if remaining is None else min(remaining, KEY_WAIT_LIMIT)
+        until = time.monotonic() + wait
+        pause = 0.01
+        while True:
+            use = self._store.key_use(key.customer_id, key.request_id)
+            if use is None:
+                return None
+            if use.fingerprint != key.fingerprint:
+                raise InvalidArgument([_KEY_REUSED])
+            if use.order is not None:
+                return use.order
+            if time.monotonic() + pause >= until:
+                raise Aborted("an order with this request_id is still being placed; retry")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.2)
 
     async def _compensate(self, order_id: str) -> None:
         """Release the stock held for an order that was not stored. A failure is logged,
@@ -137,7 +178,7 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     async def ListOrders(
         self, request: order_pb2.ListOrdersRequest, context: Context
     ) -> order_pb2.ListOrdersResponse:
-        page = domain.parse_page(request.page_size, request.page_token)
+        page = domain.parse_list_request(request.customer_id, request.page_size, request.page_token)
         orders, cursor = self._store.page(
             customer_id=request.customer_id, before=page.before, limit=page.size
         )

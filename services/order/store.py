@@ -1,9 +1,14 @@
 """Orders in SQLite, `<data_dir>/order.db`.
 
 Several instances share the file through a `mesh.storage.Database`, each write one
-short write transaction. A unique index on (customer_id, request_id) makes the
-caller's idempotency key hold even for concurrent duplicates: only one insert can win,
-and `add` hands the loser the winner's order.
+short write transaction.
+
+Request keys: a caller's idempotency key (customer_id, request_id) is claimed with the
+hold, in one transaction, before any stock is reserved: only one PlaceOrder can claim a
+key, and a concurrent duplicate sees it claimed (with the fingerprint of the request
+that claimed it) and waits for that order instead of reserving stock of its own. The
+claim goes when its hold goes; a stored order then keeps the key (a unique index on
+(customer_id, request_id)), and an attempt that ended without an order frees it.
 
 Holds: before PlaceOrder asks inventory to reserve stock, it records a hold for the new
 order id; storing the order removes it in the same transaction. A hold that outlives
@@ -21,12 +26,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.storage import Database
-from services.order.domain import Money, Order, OrderItem, OrderStatus
+from services.order.domain import Money, Order, OrderItem, OrderStatus, request_fingerprint
 
-__all__ = ["HoldClaimed", "OrderStore"]
+__all__ = ["HoldClaimed", "KeyUse", "OrderStore", "RequestKey"]
 
 _SCHEMA = (
     # `seq` orders the orders: a later insert gets a larger one, so newest first is seq DESC.
@@ -55,6 +61,16 @@ _SCHEMA = (
         claimed        INTEGER NOT NULL DEFAULT 0
     )
     """,
+    # A request key claimed by the PlaceOrder holding `order_id`: gone with its hold.
+    """
+    CREATE TABLE IF NOT EXISTS request_claims (
+        customer_id TEXT NOT NULL,
+        request_id  TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        order_id    TEXT NOT NULL UNIQUE REFERENCES holds (order_id),
+        PRIMARY KEY (customer_id, request_id)
+    )
+    """,
     """
     CREATE TABLE IF NOT EXISTS order_items (
         order_id      TEXT NOT NULL REFERENCES orders (order_id),
@@ -79,6 +95,25 @@ class HoldClaimed(Exception):
     """The order's hold was claimed for release before the order could be stored."""
 
 
+@dataclass(frozen=True)
+class RequestKey:
+    """A caller's idempotency key, scoped to its customer, and the fingerprint of the
+    request it was first used for (services.order.domain.request_fingerprint)."""
+
+    customer_id: str
+    request_id: str
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class KeyUse:
+    """What a request key stands for: the request it was used for (`fingerprint`), and
+    its order, or None while the PlaceOrder that claimed it is still running."""
+
+    fingerprint: str
+    order: Order | None
+
+
 class OrderStore:
     """Orders by id, by request id and newest first. Open with `OrderStore(path)`; the
     schema is created if missing."""
@@ -90,18 +125,30 @@ class OrderStore:
     def close(self) -> None:
         self._db.close()
 
-    def hold(self, order_id: str, create_time_ns: int) -> None:
-        """Record that stock may soon be held for `order_id`, not stored yet."""
+    def hold(self, order_id: str, create_time_ns: int, key: RequestKey | None = None) -> bool:
+        """Record that stock may soon be held for `order_id`, not stored yet, and claim
+        `key` for it. Returns False, recording nothing, if `key` is taken: by a stored
+        order or by a PlaceOrder still running (see `key_use`)."""
         with self._db.write() as db:
+            if key is not None and _key_use(db, key.customer_id, key.request_id) is not None:
+                return False
             db.execute(
                 "INSERT INTO holds (order_id, create_time_ns) VALUES (?, ?)",
                 (order_id, create_time_ns),
             )
+            if key is not None:
+                db.execute(
+                    "INSERT INTO request_claims (customer_id, request_id, fingerprint, order_id)"
+                    " VALUES (?, ?, ?, ?)",
+                    (key.customer_id, key.request_id, key.fingerprint, order_id),
+                )
+        return True
 
     def drop_hold(self, order_id: str) -> None:
-        """Forget the hold of `order_id`: its order holds no stock."""
+        """Forget the hold of `order_id` and free its request key: its order holds no
+        stock and will not be stored."""
         with self._db.write() as db:
-            db.execute("DELETE FROM holds WHERE order_id = ?", (order_id,))
+            _drop_hold(db, order_id)
 
     def claim_holds(self, created_before_ns: int) -> list[str]:
         """Claim, for release, every hold made before `created_before_ns` (claimed
@@ -113,11 +160,9 @@ class OrderStore:
             ).fetchall()
         return sorted(order_id for (order_id,) in rows)
 
-    def add(self, order: Order) -> Order:
-        """Store a new order, which must have an unclaimed hold, drop the hold, and
-        return the order. If its customer already placed an order with the same
-        non-empty request_id, store nothing and return that order instead (the hold
-        stays: its stock is still to release).
+    def add(self, order: Order) -> None:
+        """Store a new order, which must have an unclaimed hold, and drop the hold (its
+        request key, if any, passes to the order).
 
         Raises:
             HoldClaimed: the order has no unclaimed hold (the sweeper claimed it, and
@@ -129,15 +174,7 @@ class OrderStore:
             ).fetchone()
             if unclaimed is None:
                 raise HoldClaimed(order.order_id)
-            if order.request_id:
-                earlier = _find(
-                    db,
-                    "customer_id = ? AND request_id = ?",
-                    (order.customer_id, order.request_id),
-                )
-                if earlier is not None:
-                    return earlier
-            db.execute("DELETE FROM holds WHERE order_id = ?", (order.order_id,))
+            _drop_hold(db, order.order_id)
             total = order.total
             db.execute(
                 "INSERT INTO orders (order_id, customer_id, request_id, status, currency_code,"
@@ -169,20 +206,19 @@ class OrderStore:
                     for position, item in enumerate(order.items)
                 ],
             )
-        return order
 
     def get(self, order_id: str) -> Order | None:
         """The order with this id, or None."""
         with self._db.read() as db:
             return _find(db, "order_id = ?", (order_id,))
 
-    def by_request(self, customer_id: str, request_id: str) -> Order | None:
-        """The order the customer placed with this request_id, or None (always None for
-        an empty request_id: orders placed without one are never repeats)."""
+    def key_use(self, customer_id: str, request_id: str) -> KeyUse | None:
+        """What the customer's request key stands for, or None if it is free (always
+        None for an empty request_id: orders placed without one are never repeats)."""
         if not request_id:
             return None
         with self._db.read() as db:
-            return _find(db, "customer_id = ? AND request_id = ?", (customer_id, request_id))
+            return _key_use(db, customer_id, request_id)
 
     def page(
         self, *, customer_id: str, before: int | None, limit: int
@@ -206,6 +242,22 @@ class OrderStore:
 
 
 _Row = tuple[int, str, str, str, int, str, int, int, int]
+
+
+def _drop_hold(db: sqlite3.Connection, order_id: str) -> None:
+    db.execute("DELETE FROM request_claims WHERE order_id = ?", (order_id,))
+    db.execute("DELETE FROM holds WHERE order_id = ?", (order_id,))
+
+
+def _key_use(db: sqlite3.Connection, customer_id: str, request_id: str) -> KeyUse | None:
+    order = _find(db, "customer_id = ? AND request_id = ?", (customer_id, request_id))
+    if order is not None:
+        return KeyUse(request_fingerprint(order.items), order)
+    row = db.execute(
+        "SELECT fingerprint FROM request_claims WHERE customer_id = ? AND request_id = ?",
+        (customer_id, request_id),
+    ).fetchone()
+    return None if row is None else KeyUse(row[0], None)
 
 
 def _find(db: sqlite3.Connection, where: str, args: Sequence[object]) -> Order | None:

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mesh import paging
-from mesh.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from mesh.problems import FieldViolation, InvalidArgument
+from services.common import paging
+from services.common.ids import RESOURCE_ID
+from services.common.items import MAX_ITEMS
+from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
+    "MAX_BATCH",
     "MAX_PAGE_SIZE",
     "PRODUCT",
     "Money",
@@ -27,6 +31,7 @@ __all__ = [
     "new_product_id",
     "parse_page",
     "require_product_id",
+    "require_product_ids",
 ]
 
 PRODUCT = "shop.product.v1.Product"
@@ -34,9 +39,10 @@ PRODUCT = "shop.product.v1.Product"
 
 MAX_NAME = 200
 MAX_DESCRIPTION = 2000
+MAX_BATCH = MAX_ITEMS
+"""Most ids one BatchGetProducts may ask for: an order's most items."""
 NANOS_PER_UNIT = 1_000_000_000
 
-_PRODUCT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _PAGE_KIND = "product"
 
@@ -90,11 +96,33 @@ def new_product_id() -> str:
     return f"prd-{secrets.token_hex(6)}"
 
 
-def require_product_id(product_id: str, field: str = "product_id") -> str:
-    """The id to look up; only emptiness is an error, an unknown id is simply not found."""
-    if not product_id:
-        raise InvalidArgument([FieldViolation(field, "required")])
-    return product_id
+def require_product_id(product_id: str) -> str:
+    """The id to look up, if well formed (an unknown one is then simply not found).
+
+    Raises:
+        InvalidArgument: on `product_id`.
+    """
+    return RESOURCE_ID.check(product_id, "product_id")
+
+
+def require_product_ids(product_ids: Sequence[str]) -> list[str]:
+    """The ids of a BatchGetProducts, if there are 1 to MAX_BATCH and each is well formed.
+
+    Raises:
+        InvalidArgument: on `product_ids`, or on each malformed `product_ids[i]`.
+    """
+    if not product_ids:
+        raise InvalidArgument([FieldViolation("product_ids", "at least one id is required")])
+    if len(product_ids) > MAX_BATCH:
+        raise InvalidArgument([FieldViolation("product_ids", f"at most {MAX_BATCH} ids")])
+    found = [
+        violation
+        for index, product_id in enumerate(product_ids)
+        for violation in RESOURCE_ID.violations(product_id, f"product_ids[{index}]")
+    ]
+    if found:
+        raise InvalidArgument(found)
+    return list(product_ids)
 
 
 def new_product(*, product_id: str, name: str, description: str, price: Money | None) -> Product:
@@ -103,14 +131,7 @@ def new_product(*, product_id: str, name: str, description: str, price: Money | 
     Raises:
         InvalidArgument: listing every bad field, with paths under `product.`.
     """
-    found = []
-    if product_id and not _PRODUCT_ID.fullmatch(product_id):
-        found.append(
-            FieldViolation(
-                "product.product_id",
-                "must be 1 to 64 lowercase letters, digits or dashes, not starting with a dash",
-            )
-        )
+    found = RESOURCE_ID.violations(product_id, "product.product_id", required=False)
     if not name.strip():
         found.append(FieldViolation("product.name", "required"))
     elif len(name) > MAX_NAME:
@@ -150,4 +171,4 @@ def encode_page_token(last_product_id: str) -> str:
 
 
 def _is_product_id(cursor: str) -> bool:
-    return _PRODUCT_ID.fullmatch(cursor) is not None
+    return not RESOURCE_ID.violations(cursor, "")

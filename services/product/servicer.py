@@ -29,9 +29,9 @@ MAX_REMEMBERED = 100_000
 class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     """The catalogue, backed by a ProductStore.
 
-    Products never change once stored, so GetProduct keeps each answer it gives (the
-    hot path of every order) and never has to forget it. An id not found is looked
-    up again next time: another instance may have created it since.
+    Products never change once stored, so GetProduct and BatchGetProducts keep each
+    product they find (the hot path of every order) and never have to forget it. An id
+    not found is looked up again next time: another instance may have created it since.
     """
 
     def __init__(self, store: ProductStore) -> None:
@@ -44,13 +44,36 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         answer = self._answers.get(request.product_id)
         if answer is None:
             product_id = domain.require_product_id(request.product_id)
-            product = self._store.get(product_id)
-            if product is None:
+            answer = self._found([product_id]).get(product_id)
+            if answer is None:
                 raise NotFound(domain.PRODUCT, product_id)
-            answer = product_pb2.GetProductResponse(product=encode_product(product))
-            if len(self._answers) < MAX_REMEMBERED:
-                self._answers[product_id] = answer
         return answer
+
+    async def BatchGetProducts(
+        self, request: product_pb2.BatchGetProductsRequest, context: Context
+    ) -> product_pb2.BatchGetProductsResponse:
+        product_ids = domain.require_product_ids(request.product_ids)
+        found = self._found(product_ids)
+        response = product_pb2.BatchGetProductsResponse()
+        for product_id in product_ids:
+            answer = found.get(product_id)
+            if answer is None:
+                response.missing_product_ids.append(product_id)
+            else:
+                response.products.append(answer.product)
+        return response
+
+    def _found(self, product_ids: list[str]) -> dict[str, product_pb2.GetProductResponse]:
+        """The answers for those of `product_ids` that exist: remembered ones, and the
+        rest from one query of the store."""
+        answers = {pid: a for pid in product_ids if (a := self._answers.get(pid)) is not None}
+        missing = [pid for pid in product_ids if pid not in answers]
+        for product in self._store.get_many(missing) if missing else ():
+            answer = product_pb2.GetProductResponse(product=encode_product(product))
+            answers[product.product_id] = answer
+            if len(self._answers) < MAX_REMEMBERED:
+                self._answers[product.product_id] = answer
+        return answers
 
     async def ListProducts(
         self, request: product_pb2.ListProductsRequest, context: Context

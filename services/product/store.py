@@ -8,6 +8,7 @@ wait for another instance's write lock: call them through `asyncio.to_thread`.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 from mesh.problems import AlreadyExists
@@ -71,6 +72,15 @@ class ProductStore:
             f"SELECT {_COLUMNS} FROM products WHERE product_id = ?", (product_id,)
         )
         return _product(rows[0]) if rows else None
+
+    def get_many(self, product_ids: Sequence[str]) -> list[Product]:
+        """The products with these ids that exist, each once, in no particular order."""
+        unique = list(dict.fromkeys(product_ids))
+        marks = ", ".join("?" * len(unique))
+        rows = self._db.query(
+            f"SELECT {_COLUMNS} FROM products WHERE product_id IN ({marks})", unique
+        )
+        return [_product(row) for row in rows]
 
     def page(self, *, after: str | None, limit: int) -> tuple[list[Product], str | None]:
         """Up to `limit` products in id order, after the id `after` if given, and the id

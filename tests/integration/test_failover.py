@@ -5,7 +5,8 @@ and the dead instance's lease expires within its TTL. SIGTERM is announced: the
 instance deregisters and drains first, so no call of any kind fails; a call still in
 flight then gets the grace period to finish, and one that outlives it is ended.
 An instance that stalls (SIGSTOP) is waited for while a new connection's handshake is
-within client.connect_timeout, and given up on after it.
+within client.connect_timeout, and given up on after it; once connected, an idempotent
+call gives it client.retry.per_try_timeout before it goes to another instance.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
-from mesh.config import ADMIN_IDENTITY
+from mesh.client import ServiceChannel
+from mesh.config import ADMIN_IDENTITY, RetryPolicy
 from mesh.identity import IdentityFiles, channel_credentials
 from mesh.supervisor import EtcdServer, InstanceProcess
 from tests.harness.mesh import MeshHarness, write_config
@@ -236,14 +238,14 @@ async def _paused(instance: InstanceProcess) -> AsyncIterator[None]:
 
 
 async def _product_calls_started(order: InstanceProcess) -> float:
-    """GetProduct calls the order instance has started, by its client metrics."""
+    """BatchGetProducts calls the order instance has started, by its client metrics."""
     samples = await asyncio.to_thread(scrape_instance, order)
     return value(
         samples,
         "grpc_client_started_total",
         grpc_type="unary",
         grpc_service="shop.product.v1.ProductService",
-        grpc_method="GetProduct",
+        grpc_method="BatchGetProducts",
     )
 
 
@@ -350,3 +352,45 @@ async def test_a_hung_instance_is_given_up_on_in_time_to_call_another(
         await hung.stop()
     assert [reply.product.product_id for reply in replies] == ["sku-mug"] * 4
     assert connect_timeout <= took < connect_timeout + 2
+
+
+async def test_an_idempotent_call_leaves_a_hung_instance_after_its_per_try_timeout(
+    stoppable: MeshHarness,
+) -> None:
+    """Connected already, so no handshake is waited for: the attempt itself hangs. An
+    idempotent call gives it client.retry.per_try_timeout and goes elsewhere; one that
+    is not idempotent (it may have been applied) waits for its whole deadline."""
+    per_try = 0.3
+    hung = await stoppable.start_one("inventory", "inventory-hung")
+    try:
+        client = stoppable.client(retry=RetryPolicy(max_attempts=3, per_try_timeout=per_try))
+        channel = client.channel("inventory")
+        await _until(_sees(channel, 2), "the client saw both inventory instances")
+        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+        get = inventory_pb2.GetStockRequest(product_id="sku-mug")
+        await asyncio.gather(*(stub.GetStock(get, timeout=5) for _ in range(4)))  # connected
+        async with _paused(hung):
+            started = time.monotonic()
+            # Round-robin: two of the four calls pick the hung instance first.
+            replies = await asyncio.gather(*(stub.GetStock(get, timeout=5) for _ in range(4)))
+            took = time.monotonic() - started
+            adjust = inventory_pb2.AdjustStockRequest(product_id="sku-hung", delta=1, reason="t")
+            started = time.monotonic()
+            outcomes = await asyncio.gather(
+                *(stub.AdjustStock(adjust, timeout=1.5) for _ in range(2)), return_exceptions=True
+            )
+            waited = time.monotonic() - started
+    finally:
+        await hung.stop()
+    assert [reply.stock.product_id for reply in replies] == ["sku-mug"] * 4
+    assert per_try <= took < per_try + 1.0  # not the 5 s deadline
+    [stuck] = [outcome for outcome in outcomes if isinstance(outcome, grpc.aio.AioRpcError)]
+    assert stuck.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert waited >= 1.4
+
+
+def _sees(channel: ServiceChannel, count: int) -> Callable[[], Awaitable[bool]]:
+    async def enough() -> bool:
+        return len(channel.endpoints()) == count
+
+    return enough

@@ -15,7 +15,7 @@ from tests.harness.mesh import REPO, MeshHarness
 SERVICES = {
     "product-1": (
         "shop.product.v1.ProductService",
-        ("GetProduct", "ListProducts", "CreateProduct"),
+        ("GetProduct", "BatchGetProducts", "ListProducts", "CreateProduct"),
     ),
     "inventory-1": (
         "shop.inventory.v1.InventoryService",

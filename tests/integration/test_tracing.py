@@ -58,15 +58,15 @@ async def test_place_order_spans_share_one_trace_with_parent_links(shop: MeshHar
         return matches[0]
 
     order = one("order", "SERVER", PLACE_ORDER)
-    get_product = one("order", "CLIENT", "/shop.product.v1.ProductService/GetProduct")
+    batch_get = one("order", "CLIENT", "/shop.product.v1.ProductService/BatchGetProducts")
     reserve = one("order", "CLIENT", "/shop.inventory.v1.InventoryService/ReserveStock")
-    product = one("product", "SERVER", "/shop.product.v1.ProductService/GetProduct")
+    product = one("product", "SERVER", "/shop.product.v1.ProductService/BatchGetProducts")
     inventory = one("inventory", "SERVER", "/shop.inventory.v1.InventoryService/ReserveStock")
 
     assert order["parent_span_id"] == caller_span
-    assert get_product["parent_span_id"] == order["span_id"]
+    assert batch_get["parent_span_id"] == order["span_id"]
     assert reserve["parent_span_id"] == order["span_id"]
-    assert product["parent_span_id"] == get_product["span_id"]
+    assert product["parent_span_id"] == batch_get["span_id"]
     assert inventory["parent_span_id"] == reserve["span_id"]
 
     def interval(span: dict[str, object]) -> tuple[int, int]:
@@ -83,7 +83,7 @@ async def test_place_order_spans_share_one_trace_with_parent_links(shop: MeshHar
     assert placed[0]["customer_id"] == "tracer"
 
     # The downstream work happens inside the order span.
-    for child in (get_product, reserve, product, inventory):
+    for child in (batch_get, reserve, product, inventory):
         assert interval(order)[0] <= interval(child)[0] <= interval(child)[1] <= interval(order)[1]
 
 

@@ -79,3 +79,23 @@ async def test_unknown_reservation_is_not_found(servicer: InventoryServicer, con
     assert (error.value.resource_type, error.value.name) == (RESERVATION, "o9")
     with pytest.raises(NotFound):
         await servicer.ReleaseStock(pb.ReleaseStockRequest(order_id="o9"), context)
+
+
+@pytest.mark.parametrize("method", ["ReleaseStock", "GetReservation"])
+@pytest.mark.parametrize("order_id", ["", "O-1", "o" * 20_000])
+async def test_a_malformed_order_id_is_invalid_before_any_lookup(
+    servicer: InventoryServicer, context: Any, method: str, order_id: str
+) -> None:
+    request = getattr(pb, f"{method}Request")(order_id=order_id)
+    with pytest.raises(InvalidArgument) as error:
+        await getattr(servicer, method)(request, context)
+    assert [v.field for v in error.value.violations] == ["order_id"]
+
+
+async def test_more_items_than_an_order_holds_are_invalid(
+    servicer: InventoryServicer, context: Any
+) -> None:
+    request = reserve_request("o1", *((f"p{index}", 1) for index in range(101)))
+    with pytest.raises(InvalidArgument) as error:
+        await servicer.ReserveStock(request, context)
+    assert [v.field for v in error.value.violations] == ["items"]

@@ -71,27 +71,38 @@ def test_details_that_contradict_the_call_are_ignored() -> None:
     assert precondition_violations(error) == []
 
 
-async def test_catalog_returns_the_price() -> None:
-    price = money_pb2.Money(currency_code="EUR", units=3, nanos=5)
-    channel = FakeChannel(
-        {
-            "GetProduct": lambda r: product_pb2.GetProductResponse(
-                product=product_pb2.Product(product_id=r.product_id, price=price)
-            )
-        }
+def batch_answer(prices: dict[str, money_pb2.Money]) -> Callable[[Any], Any]:
+    """BatchGetProducts as the product service answers it, from a price list."""
+
+    def answer(request: Any) -> Any:
+        return product_pb2.BatchGetProductsResponse(
+            products=[
+                product_pb2.Product(product_id=pid, price=prices[pid])
+                for pid in request.product_ids
+                if pid in prices
+            ],
+            missing_product_ids=[pid for pid in request.product_ids if pid not in prices],
+        )
+
+    return answer
+
+
+async def test_catalog_prices_every_product_in_one_call_and_in_order() -> None:
+    three, one = (
+        money_pb2.Money(currency_code="EUR", units=3, nanos=5),
+        money_pb2.Money(currency_code="EUR", units=1),
     )
-    assert await GrpcCatalog(channel).unit_price("a") == Money("EUR", 3, 5)  # type: ignore[arg-type]
-
-
-async def test_catalog_answers_none_for_an_unknown_product() -> None:
-    channel = FakeChannel({"GetProduct": raises(rpc_error(grpc.StatusCode.NOT_FOUND))})
-    assert await GrpcCatalog(channel).unit_price("a") is None  # type: ignore[arg-type]
+    channel = FakeChannel({"BatchGetProducts": batch_answer({"a": three, "b": one})})
+    prices = await GrpcCatalog(channel).unit_prices(["b", "ghost", "a"])  # type: ignore[arg-type]
+    assert prices == [Money("EUR", 1, 0), None, Money("EUR", 3, 5)]
+    [(method, request)] = channel.requests
+    assert (method, list(request.product_ids)) == ("BatchGetProducts", ["b", "ghost", "a"])
 
 
 async def test_catalog_lets_unavailable_through() -> None:
-    channel = FakeChannel({"GetProduct": raises(rpc_error(grpc.StatusCode.UNAVAILABLE))})
+    channel = FakeChannel({"BatchGetProducts": raises(rpc_error(grpc.StatusCode.UNAVAILABLE))})
     with pytest.raises(grpc.aio.AioRpcError) as error:
-        await GrpcCatalog(channel).unit_price("a")  # type: ignore[arg-type]
+        await GrpcCatalog(channel).unit_prices(["a"])  # type: ignore[arg-type]
     assert error.value.code() is grpc.StatusCode.UNAVAILABLE
 
 

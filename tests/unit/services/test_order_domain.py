@@ -36,6 +36,57 @@ def test_every_bad_field_is_reported_at_once() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("customer_id", "request_id", "bad"),
+    [
+        ("ada lovelace", "", {"customer_id"}),
+        ("ada\n", "", {"customer_id"}),
+        ("-ada", "", {"customer_id"}),
+        ("ada", "r 1", {"request_id"}),
+        ("ada", "r1\x00", {"request_id"}),
+        ("ada", "é", {"request_id"}),
+    ],
+)
+def test_malformed_ids_are_refused(customer_id: str, request_id: str, bad: set[str]) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        domain.validate_order_request(customer_id, [Line("a", 1)], request_id)
+    assert fields_of(error) == bad
+
+
+@pytest.mark.parametrize("customer_id", ["ada", "Ada.Lovelace@example.org", "c-1_2+3"])
+def test_customer_ids_may_be_emails_and_handles(customer_id: str) -> None:
+    request_id = "6f1c2d3e-0a1b-4c5d-8e9f-a0b1c2d3e4f5"
+    checked = domain.validate_order_request(customer_id, [Line("a", 1)], request_id)
+    assert (checked.customer_id, checked.request_id) == (customer_id, request_id)
+
+
+def test_malformed_product_ids_are_refused_per_item() -> None:
+    lines = [Line("ok", 1), Line("x" * 20_000, 1), Line("Bad Id", 1)]
+    with pytest.raises(InvalidArgument) as error:
+        domain.validate_order_request("ada", lines, "")
+    assert fields_of(error) == {"items[1].product_id", "items[2].product_id"}
+
+
+def test_more_than_the_most_items_is_one_violation() -> None:
+    lines = [Line(f"p{index}", 0) for index in range(domain.MAX_ITEMS + 1)]
+    with pytest.raises(InvalidArgument) as error:
+        domain.validate_order_request("ada", lines, "")
+    assert [(v.field, v.description) for v in error.value.violations] == [
+        ("items", "at most 100 items, got 101")
+    ]
+    accepted = [Line(f"p{index}", 1) for index in range(domain.MAX_ITEMS)]
+    assert len(domain.validate_order_request("ada", accepted, "").lines) == 100
+
+
+def test_the_fingerprint_ignores_item_order_but_not_quantities() -> None:
+    same = domain.request_fingerprint([Line("a", 1), Line("b", 2)])
+    assert domain.request_fingerprint([Line("b", 2), Line("a", 1)]) == same
+    assert domain.request_fingerprint([Line("a", 1), Line("b", 3)]) != same
+    assert domain.request_fingerprint([Line("a", 12)]) != domain.request_fingerprint(
+        [Line("a1", 2)]
+    )
+
+
 def test_customer_and_items_are_required() -> None:
     with pytest.raises(InvalidArgument) as error:
         domain.validate_order_request("", [], "")
@@ -112,15 +163,35 @@ def test_new_order_ids_fit_the_inventory_pattern() -> None:
 
 @pytest.mark.parametrize(("requested", "size"), [(0, 50), (7, 7), (1000, 200)])
 def test_page_size(requested: int, size: int) -> None:
-    assert domain.parse_page(requested, "").size == size
+    assert domain.parse_list_request("", requested, "").size == size
 
 
 def test_page_token_round_trips() -> None:
-    assert domain.parse_page(0, domain.encode_page_token(42)).before == 42
+    assert domain.parse_list_request("ada", 0, domain.encode_page_token(42)).before == 42
 
 
-@pytest.mark.parametrize("token", ["zzz", "b3JkZXI6", "b3JkZXI6LTE=", "cHJvZHVjdDphYmM="])
+@pytest.mark.parametrize(
+    "token", ["zzz", "b3JkZXI6", "b3JkZXI6LTE=", "cHJvZHVjdDphYmM=", "b3JkZXI6" * 100]
+)
 def test_bad_tokens_and_sizes_are_invalid(token: str) -> None:
     with pytest.raises(InvalidArgument) as error:
-        domain.parse_page(-5, token)
+        domain.parse_list_request("", -5, token)
     assert fields_of(error) == {"page_size", "page_token"}
+
+
+def test_a_malformed_customer_filter_is_invalid_with_the_paging() -> None:
+    with pytest.raises(InvalidArgument) as error:
+        domain.parse_list_request("x" * 65, -1, "")
+    assert fields_of(error) == {"customer_id", "page_size"}
+
+
+@pytest.mark.parametrize("order_id", ["ord-0123456789abcdef", "o"])
+def test_well_formed_order_ids_are_looked_up(order_id: str) -> None:
+    assert domain.require_order_id(order_id) == order_id
+
+
+@pytest.mark.parametrize("order_id", ["", "ORD-1", "ord 1", "o" * 65, "ord-1\n", "ördnung"])
+def test_malformed_order_ids_are_invalid(order_id: str) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        domain.require_order_id(order_id)
+    assert fields_of(error) == {"order_id"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,9 @@ import pytest
 from google.type import money_pb2
 from shop.order.v1 import order_pb2 as pb
 
+from mesh import inbound
 from mesh.problems import (
+    Aborted,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -36,40 +39,41 @@ LATER = 2**62  # a cutoff after every hold
 
 
 class FakeCatalog:
-    """Prices from a dict; counts calls and how many were in flight at once."""
+    """Prices from a dict; records the ids of each call."""
 
     def __init__(self, prices: dict[str, Money]) -> None:
         self.prices = prices
-        self.calls: list[str] = []
-        self.in_flight = 0
-        self.most_in_flight = 0
+        self.calls: list[list[str]] = []
         self.hold_until = 0  # if set, no call answers before this many calls arrived
         self._all_arrived = asyncio.Event()
 
-    async def unit_price(self, product_id: str) -> Money | None:
-        self.calls.append(product_id)
-        self.in_flight += 1
-        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+    async def unit_prices(self, product_ids: Sequence[str]) -> list[Money | None]:
+        self.calls.append(list(product_ids))
         await asyncio.sleep(0)
         if self.hold_until:
             if len(self.calls) >= self.hold_until:
                 self._all_arrived.set()
             await self._all_arrived.wait()
-        self.in_flight -= 1
-        return self.prices.get(product_id)
+        return [self.prices.get(product_id) for product_id in product_ids]
 
 
 class FakeInventory:
     """Records reservations and releases; raises `refuse` from reserve, and
-    `release_fails` from release, if set."""
+    `release_fails` from release, if set. While `gate` is set and not open, reserve
+    waits for it."""
 
     def __init__(self) -> None:
         self.reserved: list[tuple[str, list[Line]]] = []
         self.released: list[str] = []
         self.refuse: Exception | None = None
         self.release_fails: Exception | None = None
+        self.gate: asyncio.Event | None = None
+        self.waiting = asyncio.Event()  # set once a reserve waits at the gate
 
     async def reserve(self, order_id: str, lines: Sequence[Line]) -> None:
+        if self.gate is not None:
+            self.waiting.set()
+            await self.gate.wait()
         if self.refuse is not None:
             raise self.refuse
         self.reserved.append((order_id, list(lines)))
@@ -83,6 +87,16 @@ class FakeInventory:
 class BrokenStore(OrderStore):
     def add(self, order: Order) -> Order:
         raise sqlite3.OperationalError("disk I/O error")
+
+
+class Deadline:
+    """An inbound call's deadline, at `until` on the monotonic clock."""
+
+    def __init__(self, until: float) -> None:
+        self.until = until
+
+    def time_remaining(self) -> float:
+        return self.until - time.monotonic()
 
 
 # mypy checks that the fakes fit the protocols the servicer depends on.
@@ -149,12 +163,21 @@ async def test_order_is_priced_reserved_and_stored(
     assert got.order == placed
 
 
-async def test_prices_are_fetched_concurrently(
+async def test_every_item_is_priced_in_one_call(
     servicer: OrderServicer, catalog: FakeCatalog, context: Any
 ) -> None:
     await servicer.PlaceOrder(place_request(("dime", 1), ("latte", 1), ("bagel", 1)), context)
-    assert sorted(catalog.calls) == ["bagel", "dime", "latte"]
-    assert catalog.most_in_flight == 3
+    assert catalog.calls == [["dime", "latte", "bagel"]]
+
+
+async def test_too_many_items_call_nobody(
+    servicer: OrderServicer, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    lines = [(f"p{index}", 1) for index in range(5_000)]
+    with pytest.raises(InvalidArgument) as error:
+        await servicer.PlaceOrder(place_request(*lines), context)
+    assert [v.field for v in error.value.violations] == ["items"]
+    assert (catalog.calls, inventory.reserved) == ([], [])
 
 
 async def test_unknown_product_is_a_field_violation(
@@ -265,31 +288,113 @@ async def test_an_order_slower_than_the_sweeper_is_not_stored_and_its_stock_rele
     assert store.claim_holds(LATER) == []
 
 
-async def test_repeated_request_id_returns_the_first_order_without_calls(
+async def test_a_repeated_request_returns_the_first_order_without_calls(
     servicer: OrderServicer, catalog: FakeCatalog, inventory: FakeInventory, context: Any
 ) -> None:
-    first = await servicer.PlaceOrder(place_request(("dime", 1), request_id="r-1"), context)
+    first = await servicer.PlaceOrder(
+        place_request(("dime", 1), ("bagel", 2), request_id="r-1"), context
+    )
     calls = (list(catalog.calls), list(inventory.reserved))
-    again = await servicer.PlaceOrder(place_request(("bagel", 5), request_id="r-1"), context)
+    again = await servicer.PlaceOrder(
+        place_request(("bagel", 2), ("dime", 1), request_id="r-1"), context
+    )
     assert again.order == first.order
     assert (catalog.calls, inventory.reserved) == calls
 
 
-async def test_concurrent_duplicates_place_one_order(
+async def test_a_reused_request_id_with_other_items_is_refused(
     servicer: OrderServicer, catalog: FakeCatalog, inventory: FakeInventory, context: Any
 ) -> None:
-    catalog.hold_until = 2  # both calls are past the request_id check before either goes on
+    await servicer.PlaceOrder(place_request(("dime", 1), request_id="r-1"), context)
+    calls = (list(catalog.calls), list(inventory.reserved))
+    with pytest.raises(InvalidArgument) as error:
+        await servicer.PlaceOrder(place_request(("bagel", 5), request_id="r-1"), context)
+    assert [v.field for v in error.value.violations] == ["request_id"]
+    assert (catalog.calls, inventory.reserved) == calls
+    other = await servicer.PlaceOrder(  # the key is the customer's own
+        place_request(("bagel", 5), request_id="r-1", customer="cust-2"), context
+    )
+    assert other.order.customer_id == "cust-2"
+
+
+async def test_concurrent_duplicates_place_one_order_and_reserve_once(
+    servicer: OrderServicer, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    catalog.hold_until = 2  # both are priced before either claims the key
     request = place_request(("dime", 1), request_id="r-2")
-    both = asyncio.gather(
+    first, second = await asyncio.gather(
         servicer.PlaceOrder(request, context), servicer.PlaceOrder(request, context)
     )
-    first, second = await both
     assert first.order == second.order
-    assert len(inventory.reserved) == 2
-    loser = {order_id for order_id, _ in inventory.reserved} - {first.order.order_id}
-    assert inventory.released == list(loser)
+    assert inventory.reserved == [(first.order.order_id, [Line("dime", 1)])]
+    assert inventory.released == []
     listed = await servicer.ListOrders(pb.ListOrdersRequest(), context)
     assert [o.order_id for o in listed.orders] == [first.order.order_id]
+
+
+async def test_retries_while_the_first_is_in_flight_wait_for_its_order(
+    servicer: OrderServicer, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    inventory.gate = asyncio.Event()
+    request = place_request(("latte", 2), request_id="retried")
+    first = asyncio.ensure_future(servicer.PlaceOrder(request, context))
+    await inventory.waiting.wait()  # the first has claimed the key and is reserving
+    retries = [asyncio.ensure_future(servicer.PlaceOrder(request, context)) for _ in range(20)]
+    await asyncio.sleep(0.05)
+    assert not any(retry.done() for retry in retries)
+    inventory.gate.set()
+    answers = await asyncio.gather(first, *retries)
+    assert {answer.order.order_id for answer in answers} == {"ord-0000000000000001"}
+    assert len(inventory.reserved) == 1
+    assert catalog.calls == [["latte"]]  # the retries priced nothing
+
+
+async def test_a_retry_tries_itself_once_the_first_attempt_failed(
+    store: OrderStore, context: Any
+) -> None:
+    class ShortOnce(FakeInventory):
+        """Short of stock for the first reservation, which waits at the gate."""
+
+        async def reserve(self, order_id: str, lines: Sequence[Line]) -> None:
+            self.refuse = (
+                FailedPrecondition("not enough stock", SHORT) if not self.waiting.is_set() else None
+            )
+            await super().reserve(order_id, lines)
+
+    inventory = ShortOnce()
+    inventory.gate = asyncio.Event()
+    servicer = OrderServicer(store, FakeCatalog(PRICES), inventory)
+    request = place_request(("latte", 9), request_id="r-3")
+    first = asyncio.ensure_future(servicer.PlaceOrder(request, context))
+    await inventory.waiting.wait()
+    retry = asyncio.ensure_future(servicer.PlaceOrder(request, context))
+    await asyncio.sleep(0.02)
+    assert not retry.done()  # it waits for the first attempt's outcome
+    inventory.gate.set()
+    with pytest.raises(FailedPrecondition):
+        await first
+    placed = await retry  # stock arrived meanwhile: its own attempt succeeds
+    assert inventory.reserved == [(placed.order.order_id, [Line("latte", 9)])]
+
+
+async def test_a_retry_gives_up_with_aborted_at_its_deadline(
+    servicer: OrderServicer, inventory: FakeInventory, context: Any
+) -> None:
+    inventory.gate = asyncio.Event()
+    request = place_request(("dime", 1), request_id="slow")
+    first = asyncio.ensure_future(servicer.PlaceOrder(request, context))
+    await inventory.waiting.wait()
+
+    async def retry_with_a_deadline() -> None:
+        inbound.enter(Deadline(time.monotonic() + 0.1))
+        await servicer.PlaceOrder(request, context)
+
+    started = time.monotonic()
+    with pytest.raises(Aborted):
+        await retry_with_a_deadline()
+    assert time.monotonic() - started < 0.5
+    inventory.gate.set()
+    await first
 
 
 async def test_unknown_order_is_not_found(servicer: OrderServicer, context: Any) -> None:

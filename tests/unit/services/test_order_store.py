@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from services.order.domain import Money, Order, OrderItem, OrderStatus
-from services.order.store import HoldClaimed, OrderStore
+from services.order.domain import Money, Order, OrderItem, OrderStatus, request_fingerprint
+from services.order.store import HoldClaimed, KeyUse, OrderStore, RequestKey
 
 EUR = Money("EUR", 2, 500_000_000)
 
@@ -25,10 +25,18 @@ def order(order_id: str, customer_id: str = "cust-1", request_id: str = "") -> O
     )
 
 
+def key_of(new: Order) -> RequestKey | None:
+    """The request key PlaceOrder claims for `new`, if it has a request_id."""
+    if not new.request_id:
+        return None
+    return RequestKey(new.customer_id, new.request_id, request_fingerprint(new.items))
+
+
 def stored(store: OrderStore, new: Order) -> Order:
-    """What PlaceOrder does: hold, then store."""
-    store.hold(new.order_id, 0)
-    return store.add(new)
+    """What PlaceOrder does: hold (claiming the request key), then store."""
+    assert store.hold(new.order_id, 0, key_of(new))
+    store.add(new)
+    return new
 
 
 @pytest.fixture
@@ -49,23 +57,25 @@ def test_added_order_reads_back(store: OrderStore) -> None:
     assert store.get("ord-2") is None
 
 
-def test_a_repeated_request_returns_the_first_order(store: OrderStore) -> None:
+def test_a_used_key_stands_for_its_order_and_is_not_claimed_again(store: OrderStore) -> None:
     first = stored(store, order("ord-1", request_id="r1"))
-    assert stored(store, order("ord-2", request_id="r1")) == first
-    assert store.get("ord-2") is None
-    assert store.by_request("cust-1", "r1") == first
+    assert not store.hold("ord-2", 0, key_of(order("ord-2", request_id="r1")))
+    assert store.key_use("cust-1", "r1") == KeyUse(request_fingerprint(first.items), first)
+    assert store.claim_holds(LATER) == []  # the refused hold recorded nothing
 
 
 def test_request_ids_are_per_customer(store: OrderStore) -> None:
     stored(store, order("ord-1", customer_id="c1", request_id="r1"))
     assert stored(store, order("ord-2", customer_id="c2", request_id="r1")).order_id == "ord-2"
-    assert store.by_request("c2", "r1") == order("ord-2", customer_id="c2", request_id="r1")
+    use = store.key_use("c2", "r1")
+    assert use is not None
+    assert use.order == order("ord-2", customer_id="c2", request_id="r1")
 
 
 def test_orders_without_request_id_never_collide(store: OrderStore) -> None:
     stored(store, order("ord-1"))
     assert stored(store, order("ord-2")).order_id == "ord-2"
-    assert store.by_request("cust-1", "") is None
+    assert store.key_use("cust-1", "") is None
 
 
 def test_pages_newest_first_with_customer_filter(store: OrderStore) -> None:
@@ -85,7 +95,7 @@ def test_two_stores_on_one_file_share_writes(path: Path, store: OrderStore) -> N
     try:
         stored(other, order("ord-1", request_id="r1"))
         assert store.get("ord-1") == order("ord-1", request_id="r1")
-        assert stored(store, order("ord-2", request_id="r1")).order_id == "ord-1"
+        assert not store.hold("ord-2", 0, key_of(order("ord-2", request_id="r1")))
     finally:
         other.close()
 
@@ -101,11 +111,30 @@ def test_storing_an_order_drops_its_hold(store: OrderStore) -> None:
     assert store.claim_holds(LATER) == []
 
 
-def test_a_duplicate_request_keeps_the_losers_hold(store: OrderStore) -> None:
-    stored(store, order("ord-1", request_id="r-1"))
-    store.hold("ord-2", 10)
-    assert store.add(order("ord-2", request_id="r-1")).order_id == "ord-1"
-    assert store.claim_holds(LATER) == ["ord-2"]  # its stock is still to give back
+def test_a_claimed_key_is_in_flight_until_its_hold_goes(store: OrderStore) -> None:
+    key = RequestKey("cust-1", "r-1", "fp")
+    assert store.hold("ord-1", 10, key)
+    assert store.key_use("cust-1", "r-1") == KeyUse("fp", None)
+    assert not store.hold("ord-2", 10, key)
+    assert not store.hold("ord-3", 10, RequestKey("cust-1", "r-1", "other items"))
+    store.drop_hold("ord-1")  # its attempt ended without an order
+    assert store.key_use("cust-1", "r-1") is None
+    assert store.hold("ord-4", 10, key)
+
+
+def test_storing_the_order_passes_the_key_to_it(store: OrderStore) -> None:
+    placed = order("ord-1", request_id="r-1")
+    assert store.hold("ord-1", 10, key_of(placed))
+    store.add(placed)
+    assert store.key_use("cust-1", "r-1") == KeyUse(request_fingerprint(placed.items), placed)
+
+
+def test_a_swept_hold_frees_its_key(store: OrderStore) -> None:
+    assert store.hold("ord-1", 10, RequestKey("cust-1", "r-1", "fp"))
+    assert store.claim_holds(LATER) == ["ord-1"]
+    assert store.key_use("cust-1", "r-1") == KeyUse("fp", None)  # until it is dropped
+    store.drop_hold("ord-1")
+    assert store.key_use("cust-1", "r-1") is None
 
 
 def test_only_holds_older_than_the_cutoff_are_claimed(store: OrderStore) -> None:

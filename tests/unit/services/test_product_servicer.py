@@ -109,3 +109,46 @@ async def test_list_rejects_a_garbage_token(servicer: ProductServicer, context: 
     with pytest.raises(InvalidArgument) as error:
         await servicer.ListProducts(product_pb2.ListProductsRequest(page_token="xyz"), context)
     assert [v.field for v in error.value.violations] == ["page_token"]
+
+
+async def test_a_malformed_id_is_invalid_without_echoing_it(
+    servicer: ProductServicer, context: Any
+) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        await servicer.GetProduct(product_pb2.GetProductRequest(product_id="x" * 20_000), context)
+    assert [v.field for v in error.value.violations] == ["product_id"]
+    assert len(error.value.to_status().SerializeToString()) < 1_000
+
+
+async def test_batch_get_answers_in_request_order_and_lists_the_missing(
+    servicer: ProductServicer, context: Any
+) -> None:
+    for product_id in ("sku-a", "sku-b"):
+        await create(servicer, espresso(product_id), context)
+    await servicer.GetProduct(product_pb2.GetProductRequest(product_id="sku-a"), context)  # cached
+    response = await servicer.BatchGetProducts(
+        product_pb2.BatchGetProductsRequest(product_ids=["sku-b", "sku-x", "sku-a", "sku-b"]),
+        context,
+    )
+    assert [p.product_id for p in response.products] == ["sku-b", "sku-a", "sku-b"]
+    assert response.products[0] == espresso("sku-b")
+    assert list(response.missing_product_ids) == ["sku-x"]
+
+
+@pytest.mark.parametrize(
+    ("product_ids", "fields"),
+    [
+        ([], ["product_ids"]),
+        ([f"sku-{index}" for index in range(101)], ["product_ids"]),
+        (["sku-a", "Not An Id", "sku-b", ""], ["product_ids[1]", "product_ids[3]"]),
+    ],
+    ids=["none", "too-many", "malformed"],
+)
+async def test_batch_get_refuses_bad_id_lists(
+    servicer: ProductServicer, context: Any, product_ids: list[str], fields: list[str]
+) -> None:
+    with pytest.raises(InvalidArgument) as error:
+        await servicer.BatchGetProducts(
+            product_pb2.BatchGetProductsRequest(product_ids=product_ids), context
+        )
+    assert [v.field for v in error.value.violations] == fields

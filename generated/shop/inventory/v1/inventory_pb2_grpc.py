@@ -69,7 +69,8 @@ class InventoryServiceServicer:
     """
 
     def GetStock(self, request, context):
-        """GetStock returns the stock level of one product. A product never stocked has zeros.
+        """GetStock returns the stock level of one product. A product never stocked has zeros;
+        a malformed id is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,9 +85,9 @@ class InventoryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReserveStock(self, request, context):
-        """ReserveStock holds units for an order, all items or none. Idempotent by order_id:
-        repeating the same request returns the existing reservation; the same order_id
-        with other items is ALREADY_EXISTS. FAILED_PRECONDITION if stock is short.
+        """ReserveStock holds units for an order, all items (1 to 100) or none. Idempotent by
+        order_id: repeating the same request returns the existing reservation; the same
+        order_id with other items is ALREADY_EXISTS. FAILED_PRECONDITION if stock is short.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,14 +95,16 @@ class InventoryServiceServicer:
 
     def ReleaseStock(self, request, context):
         """ReleaseStock returns a reservation's units to available stock. Idempotent:
-        releasing a released reservation returns it unchanged.
+        releasing a released reservation returns it unchanged. NOT_FOUND if the order
+        holds none.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetReservation(self, request, context):
-        """GetReservation returns the reservation held for an order.
+        """GetReservation returns the reservation held for an order. NOT_FOUND if there is
+        none; a malformed order id is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

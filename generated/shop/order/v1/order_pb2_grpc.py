@@ -60,16 +60,20 @@ class OrderServiceServicer:
 
     def PlaceOrder(self, request, context):
         """PlaceOrder prices the items, reserves their stock and records the order.
-        INVALID_ARGUMENT for a malformed request or an unknown product,
-        FAILED_PRECONDITION when stock is short. A repeated request_id returns the
-        order first placed with it instead of placing another.
+        INVALID_ARGUMENT for a malformed request (more than 100 items, say) or an
+        unknown product, FAILED_PRECONDITION when stock is short. A request_id is an
+        idempotency key scoped to the customer: repeating the same request with it, even
+        while the first is still in flight, returns the order first placed with it (and
+        holds its stock once); the same key with other items is INVALID_ARGUMENT on
+        request_id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetOrder(self, request, context):
-        """GetOrder returns one order by its id.
+        """GetOrder returns one order by its id. INVALID_ARGUMENT if the id is malformed,
+        NOT_FOUND if there is no such order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -32,6 +32,20 @@ class GetProductResponse(_message.Message):
     product: Product
     def __init__(self, product: _Optional[_Union[Product, _Mapping]] = ...) -> None: ...
 
+class BatchGetProductsRequest(_message.Message):
+    __slots__ = ("product_ids",)
+    PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    product_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class BatchGetProductsResponse(_message.Message):
+    __slots__ = ("products", "missing_product_ids")
+    PRODUCTS_FIELD_NUMBER: _ClassVar[int]
+    MISSING_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    products: _containers.RepeatedCompositeFieldContainer[Product]
+    missing_product_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, products: _Optional[_Iterable[_Union[Product, _Mapping]]] = ..., missing_product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ListProductsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class ProductServiceStub:
                 request_serializer=shop_dot_product_dot_v1_dot_product__pb2.GetProductRequest.SerializeToString,
                 response_deserializer=shop_dot_product_dot_v1_dot_product__pb2.GetProductResponse.FromString,
                 _registered_method=True)
+        self.BatchGetProducts = channel.unary_unary(
+                '/shop.product.v1.ProductService/BatchGetProducts',
+                request_serializer=shop_dot_product_dot_v1_dot_product__pb2.BatchGetProductsRequest.SerializeToString,
+                response_deserializer=shop_dot_product_dot_v1_dot_product__pb2.BatchGetProductsResponse.FromString,
+                _registered_method=True)
         self.ListProducts = channel.unary_unary(
                 '/shop.product.v1.ProductService/ListProducts',
                 request_serializer=shop_dot_product_dot_v1_dot_product__pb2.ListProductsRequest.SerializeToString,
@@ -57,7 +62,18 @@ class ProductServiceServicer:
     """
 
     def GetProduct(self, request, context):
-        """GetProduct returns one product by its id. NOT_FOUND if there is none.
+        """GetProduct returns one product by its id. INVALID_ARGUMENT if the id is malformed,
+        NOT_FOUND if there is no such product.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetProducts(self, request, context):
+        """BatchGetProducts returns up to 100 products in one call: one lookup for a whole
+        order, instead of a call per item. Ids that name no product are listed in
+        missing_product_ids rather than failing the call. INVALID_ARGUMENT if there are
+        no ids, more than 100, or any is malformed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,6 +100,11 @@ def add_ProductServiceServicer_to_server(servicer, server):
                     servicer.GetProduct,
                     request_deserializer=shop_dot_product_dot_v1_dot_product__pb2.GetProductRequest.FromString,
                     response_serializer=shop_dot_product_dot_v1_dot_product__pb2.GetProductResponse.SerializeToString,
+            ),
+            'BatchGetProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetProducts,
+                    request_deserializer=shop_dot_product_dot_v1_dot_product__pb2.BatchGetProductsRequest.FromString,
+                    response_serializer=shop_dot_product_dot_v1_dot_product__pb2.BatchGetProductsResponse.SerializeToString,
             ),
             'ListProducts': grpc.unary_unary_rpc_method_handler(
                     servicer.ListProducts,
@@ -124,6 +145,33 @@ class ProductService:
             '/shop.product.v1.ProductService/GetProduct',
             shop_dot_product_dot_v1_dot_product__pb2.GetProductRequest.SerializeToString,
             shop_dot_product_dot_v1_dot_product__pb2.GetProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shop.product.v1.ProductService/BatchGetProducts',
+            shop_dot_product_dot_v1_dot_product__pb2.BatchGetProductsRequest.SerializeToString,
+            shop_dot_product_dot_v1_dot_product__pb2.BatchGetProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

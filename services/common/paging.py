@@ -18,13 +18,24 @@ from dataclasses import dataclass
 
 from mesh.problems import FieldViolation, InvalidArgument
 
-__all__ = ["DEFAULT_PAGE_SIZE", "MAX_PAGE_SIZE", "PageRequest", "page_token", "parse_page"]
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_SIZE",
+    "MAX_PAGE_TOKEN",
+    "PageRequest",
+    "page_token",
+    "parse_page",
+]
 
 DEFAULT_PAGE_SIZE = 50
 """The page size used when a request asks for 0 (unset)."""
 
 MAX_PAGE_SIZE = 200
 """Larger requested page sizes are cut down to this."""
+
+MAX_PAGE_TOKEN = 256
+"""Characters of the longest token a service issues (a kind and a cursor of at most 64
+characters, in base64), with room to spare; longer ones are refused undecoded."""
 
 
 @dataclass(frozen=True)
@@ -44,13 +55,16 @@ def parse_page(
 
     Raises:
         InvalidArgument: every bad field at once: `page_size` if negative, `page_token`
-            if it is not a token of this kind with a valid cursor.
+            if it is longer than MAX_PAGE_TOKEN or not a token of this kind with a
+            valid cursor.
     """
     found = []
     if page_size < 0:
         found.append(FieldViolation("page_size", "must not be negative"))
     cursor = None
-    if page_token:
+    if len(page_token) > MAX_PAGE_TOKEN:
+        found.append(FieldViolation("page_token", f"must be at most {MAX_PAGE_TOKEN} characters"))
+    elif page_token:
         cursor = _decode(kind, page_token)
         if cursor is None or not valid_cursor(cursor):
             found.append(FieldViolation("page_token", "not a token from a previous response"))

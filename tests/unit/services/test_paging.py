@@ -1,4 +1,4 @@
-"""mesh.paging: page sizes, and page tokens good only for the kind that issued them."""
+"""services.common.paging: page sizes, and page tokens good only for the kind that issued them."""
 
 from __future__ import annotations
 
@@ -7,8 +7,14 @@ import dataclasses
 
 import pytest
 
-from mesh.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, page_token, parse_page
 from mesh.problems import InvalidArgument
+from services.common.paging import (
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    PageRequest,
+    page_token,
+    parse_page,
+)
 
 
 def any_cursor(cursor: str) -> bool:
