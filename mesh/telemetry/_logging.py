@@ -1,4 +1,8 @@
-"""JSON logs, one object per line, carrying the current trace and span ids."""
+"""JSON logs, one object per line, carrying the current trace and span ids.
+
+They go to stdout, kept apart from stderr, where whatever else runs in the process
+writes free text (gRPC core, tracebacks): the supervisor copies stdout's lines into
+the instance's log as they are and wraps each stderr line into a JSON object."""
 
 from __future__ import annotations
 
@@ -41,8 +45,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, **static: str) -> None:
-    """Send every log record to stderr as JSON, tagged with `static` fields."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send every log record to stdout as JSON, tagged with `static` fields."""
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(**static))
     root = logging.getLogger()
     root.handlers[:] = [handler]
