@@ -1,8 +1,12 @@
-"""meshctl: start, inspect and stop a ShopMesh mesh; make certificates and code.
+"""meshctl: start, inspect, restart and stop a ShopMesh mesh; make certificates and code.
 
 Exit codes: 0 done, 1 the operation failed (the message says why), 2 bad usage or
-configuration. `meshctl status --json` prints a list of objects with at least
-service, id, address, version and health; fields are only ever added.
+configuration. `meshctl status --json` prints a list of objects, one per service
+instance, with service, id, address, version, health, metrics, pid and restarts;
+fields are only ever added. `meshctl status` answers from the supervisor's state.json
+and direct health checks while etcd is down, and says the mesh is not running when its
+supervisor is gone. `meshctl restart <service>` asks the running supervisor, over its
+control socket, for a rolling restart, and prints each step as it is done.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.codegen import CodegenError, Layout, check, generate, stage_third_party
@@ -26,15 +31,19 @@ from mesh.identity import ensure_certificates
 from mesh.registry import EtcdClient
 from mesh.state import SUPERVISOR_MARKERS, etcd_endpoint, process_running
 from mesh.supervisor import (
+    ControlRequest,
     InstanceStatus,
     MeshAlreadyRunning,
     MeshState,
+    ProtocolError,
     Supervisor,
     clear_state,
     log_tail,
     mesh_status,
     read_state,
     relative_path,
+    send_command,
+    supervisor_status,
 )
 
 __all__ = ["main"]
@@ -52,16 +61,54 @@ def _fail(message: str, code: int = 1) -> int:
 # -- status ---------------------------------------------------------------------------
 
 
-async def _status_rows(config: MeshConfig) -> list[InstanceStatus]:
+@dataclass(frozen=True)
+class _Status:
+    rows: list[InstanceStatus]
+    state: MeshState | None  # None: no meshctl up here (an external etcd's instances)
+    etcd: str  # the endpoint asked
+    etcd_answered: bool
+
+
+def _not_running(state: MeshState | None) -> str:
+    if state is None:
+        return "no mesh is running here; start one with `meshctl up`"
+    return (
+        f"the mesh is not running: its supervisor (pid {state.supervisor_pid}) is gone; "
+        "start it again with `meshctl up`"
+    )
+
+
+def _live_state(config: MeshConfig) -> MeshState | None:
+    """The state of the mesh started here, None if none was; raises MeshError if one
+    was started and its supervisor is gone (its state.json would tell stale pids)."""
+    state = read_state(config.state_dir)
+    if state is not None and not state.supervisor_alive():
+        raise MeshError(_not_running(state))
+    return state
+
+
+async def _status(config: MeshConfig) -> _Status:
+    state = _live_state(config)
     endpoint = etcd_endpoint(config)
     if endpoint is None:
-        raise MeshError("no mesh is running here; start one with `meshctl up`")
-    async with EtcdClient(endpoint, timeout=2.0) as etcd:
-        return await mesh_status(config, etcd, read_state(config.state_dir))
+        raise MeshError(_not_running(None))
+    try:
+        async with EtcdClient(endpoint, timeout=2.0) as etcd:
+            return _Status(await mesh_status(config, etcd, state), state, endpoint, True)
+    except RegistryUnavailable as error:
+        if state is None:
+            raise
+        # The supervisor knows its instances: check them where they serve.
+        _warn(f"etcd is unreachable ({error}); showing what the supervisor knows")
+        return _Status(await supervisor_status(config, state), state, endpoint, False)
+
+
+def _warn(message: str) -> None:
+    print(f"meshctl: {message}", file=sys.stderr, flush=True)
 
 
 def _table(rows: Sequence[InstanceStatus]) -> str:
-    header = ("SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID")
+    header = ("SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID", "RESTARTS")
     cells = [header] + [
         (
             r.service,
@@ -71,6 +118,7 @@ def _table(rows: Sequence[InstanceStatus]) -> str:
             r.health,
             r.metrics or "-",
             str(r.pid or "-"),
+            str(r.restarts),
         )
         for r in rows
     ]
@@ -78,6 +126,23 @@ def _table(rows: Sequence[InstanceStatus]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     )
+
+
+def _etcd_line(status: _Status) -> str:
+    """The line under the table about etcd (not in --json: its list is of instances)."""
+    answer = "" if status.etcd_answered else ", not answering"
+    state = status.state
+    if state is None or not state.etcd_state:
+        return f"etcd {status.etcd} (external{answer})"
+    pid = state.etcd_pid or "-"
+    return (
+        f"etcd {status.etcd}: {state.etcd_state}{answer}, pid {pid}, restarts {state.etcd_restarts}"
+    )
+
+
+def _report(status: _Status) -> str:
+    table = _table(status.rows) if status.rows else "no instances registered"
+    return f"{table}\n\n{_etcd_line(status)}"
 
 
 def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
@@ -106,19 +171,19 @@ def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
 
 def cmd_status(config: MeshConfig, args: argparse.Namespace) -> int:
     try:
-        rows = asyncio.run(_status_rows(config))
+        status = asyncio.run(_status(config))
     except RegistryUnavailable as error:
         return _fail(f"cannot reach etcd: {error}")
     if args.json:
-        print(json.dumps([row.to_json() for row in rows], indent=2))
+        print(json.dumps([row.to_json() for row in status.rows], indent=2))
     else:
-        print(_table(rows) if rows else "no instances registered")
+        print(_report(status))
     return 0
 
 
 def cmd_address(config: MeshConfig, args: argparse.Namespace) -> int:
     try:
-        rows = asyncio.run(_status_rows(config))
+        rows = asyncio.run(_status(config)).rows
     except RegistryUnavailable as error:
         return _fail(f"cannot reach etcd: {error}")
     for row in rows:
@@ -158,8 +223,8 @@ async def _up_foreground(config: MeshConfig, timeout: float) -> int:
     except MeshError as error:
         return _fail(str(error))
     try:
-        rows = await _status_rows(config)
-        _say("\n" + _table(rows) + "\n\n" + _how_to_call(config, rows))
+        status = await _status(config)
+        _say("\n" + _report(status) + "\n\n" + _how_to_call(config, status.rows))
         _say("\nRunning. Press Ctrl-C to stop every process.")
         await stop.wait()
         _say("Stopping...")
@@ -194,8 +259,8 @@ def _up_detached(config: MeshConfig, args: argparse.Namespace) -> int:
     if state is None:
         tail = log_tail(log_path, 20)
         return _fail(f"the mesh did not start:\n{tail}")
-    rows = asyncio.run(_status_rows(config))
-    _say(_table(rows) + "\n\n" + _how_to_call(config, rows))
+    status = asyncio.run(_status(config))
+    _say(_report(status) + "\n\n" + _how_to_call(config, status.rows))
     return 0
 
 
@@ -238,7 +303,9 @@ def cmd_down(config: MeshConfig, args: argparse.Namespace) -> int:
 
 def _kill_leftovers(state: MeshState) -> int:
     """Kill what a crashed or stuck supervisor left behind, checking each pid is ours."""
-    expected: dict[int, tuple[str, ...]] = {r.pid: (r.instance_id,) for r in state.instances}
+    expected: dict[int, tuple[str, ...]] = {
+        r.pid: (r.instance_id,) for r in state.instances if r.pid is not None
+    }
     if state.etcd_pid:
         expected[state.etcd_pid] = ("etcd",)
     expected[state.supervisor_pid] = SUPERVISOR_MARKERS
@@ -249,6 +316,43 @@ def _kill_leftovers(state: MeshState) -> int:
                 os.kill(pid, signal.SIGKILL)
                 killed += 1
     return killed
+
+
+# -- restart --------------------------------------------------------------------------
+
+_RESTART_IDLE = 180.0
+"""Seconds meshctl waits for the supervisor's next step: longer than any one step (an
+instance's start, or its drain and grace period) takes."""
+
+
+def cmd_restart(config: MeshConfig, args: argparse.Namespace) -> int:
+    config.service(args.service)  # an unknown service is bad usage: ConfigError, exit 2
+    state = read_state(config.state_dir)
+    if state is None or not state.supervisor_alive():
+        return _fail(_not_running(state))
+    if not state.control:
+        return _fail(
+            "this mesh's supervisor takes no requests (an older meshctl started it); "
+            "run `meshctl down` and `meshctl up`"
+        )
+    return asyncio.run(_restart(state.control, args.service))
+
+
+async def _restart(control: str, service: str) -> int:
+    """Print each step the supervisor reports; the exit code its final event gives."""
+    try:
+        async for event in send_command(
+            control, ControlRequest("restart", service), idle_timeout=_RESTART_IDLE
+        ):
+            if event.kind == "failed":
+                code = _fail(event.message, event.code or 1)
+                if event.log:
+                    print(f"its log ends with:\n{event.log}", file=sys.stderr)
+                return code
+            _say(event.message)
+    except (OSError, ProtocolError, TimeoutError) as error:
+        return _fail(f"no answer from the supervisor on {control}: {error or 'timed out'}")
+    return 0
 
 
 # -- certs / generate -----------------------------------------------------------------
@@ -327,6 +431,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     address.add_argument("service")
     address.set_defaults(handler=cmd_address)
+
+    restart = commands.add_parser(
+        "restart", help="restart SERVICE's instances one at a time, without failing a call"
+    )
+    restart.add_argument("service")
+    restart.set_defaults(handler=cmd_restart)
 
     commands.add_parser(
         "certs", help="create the CA and certificates (keeps valid ones)"

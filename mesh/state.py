@@ -1,13 +1,19 @@
 """What a running `meshctl up` leaves in <state_dir>/state.json: the supervisor's pid,
-the etcd it uses and the instances it started, for other meshctl commands and for an
-instance started by hand (which finds etcd there)."""
+its control socket, the etcd it uses and the instances it started, each with its
+current pid, state and restarts, for other meshctl commands and for an instance started
+by hand (which finds etcd there).
+
+The supervisor rewrites the file atomically on every change (a restart changes pids).
+`read_state` accepts files written by older and newer versions: a missing field gets its
+default and an unknown one is ignored."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from mesh.config import MeshConfig
 
@@ -26,12 +32,19 @@ STATE_FILE = "state.json"
 
 @dataclass(frozen=True)
 class InstanceRecord:
+    """One instance the supervisor runs, as it last saw it."""
+
     service: str
     instance_id: str
-    pid: int
-    port: int
+    pid: int | None  # its current process; None while it waits to be restarted
+    port: int  # as configured (0: any free port)
     metrics_port: int
     log: str
+    address: str = ""  # host:port it serves on, once SERVING; "" before
+    metrics: str = ""  # URL of its /metrics, once SERVING
+    version: str = ""
+    restarts: int = 0  # restarts after the process died (never a rolling restart)
+    state: str = "STARTING"  # STARTING, SERVING, RESTARTING or CRASHLOOP
 
 
 @dataclass(frozen=True)
@@ -41,6 +54,9 @@ class MeshState:
     etcd_pid: int | None  # None when the mesh uses an etcd it did not start
     ready: bool = False
     instances: tuple[InstanceRecord, ...] = field(default_factory=tuple)
+    etcd_state: str = ""  # the embedded etcd: RUNNING, RESTARTING or CRASHLOOP; "" if external
+    etcd_restarts: int = 0
+    control: str = ""  # path of the supervisor's control socket; "" if it has none
 
     def supervisor_alive(self) -> bool:
         """Whether the supervisor still runs (not merely whether its pid is taken: after
@@ -86,8 +102,9 @@ def etcd_endpoint(config: MeshConfig) -> str | None:
 
 
 def write_state(state_dir: Path, state: MeshState) -> None:
+    """Replace the state file at once: a reader sees the old file or the new, never half."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    tmp = state_dir / (STATE_FILE + ".tmp")
+    tmp = state_dir / f"{STATE_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(asdict(state), indent=2))
     tmp.replace(state_dir / STATE_FILE)
 
@@ -96,10 +113,18 @@ def read_state(state_dir: Path) -> MeshState | None:
     """The state of the mesh started from `state_dir`, or None if there is none."""
     try:
         data = json.loads((state_dir / STATE_FILE).read_text())
-        instances = tuple(InstanceRecord(**item) for item in data.pop("instances", []))
-        return MeshState(**data, instances=instances)
-    except (OSError, ValueError, TypeError):
+        instances = tuple(
+            InstanceRecord(**_known(InstanceRecord, item)) for item in data.pop("instances", [])
+        )
+        return MeshState(**_known(MeshState, data), instances=instances)
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
+
+
+def _known(cls: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """`data` without the keys that are no field of dataclass `cls` (a newer version's)."""
+    names = {f.name for f in fields(cls)} - {"instances"}
+    return {key: value for key, value in data.items() if key in names}
 
 
 def clear_state(state_dir: Path) -> None:

@@ -20,7 +20,8 @@ class EtcdServer:
     """Runs `etcd` with its data in `data_dir`, ready once /health says so.
 
     Ports of 0 are chosen free at the first start and kept for restarts, so clients
-    configured with `endpoint` reach the restarted server.
+    configured with `endpoint` reach the restarted server (which `start()` again gives,
+    on the same data dir).
     """
 
     def __init__(
@@ -47,6 +48,11 @@ class EtcdServer:
         return self._process.pid if self._process else None
 
     async def start(self, timeout: float = 30.0) -> None:
+        await self.spawn()
+        await self.wait_healthy(timeout)
+
+    async def spawn(self) -> None:
+        """Start the process; `wait_healthy()` then waits until it serves."""
         client, peer = f"http://{self.endpoint}", f"http://{self.host}:{self.peer_port}"
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,10 +79,11 @@ class EtcdServer:
                 stderr=log,
                 start_new_session=True,
             )
-        await self._wait_healthy(timeout)
 
-    async def _wait_healthy(self, timeout: float) -> None:
-        assert self._process is not None
+    async def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until /health says so; raises MeshError (with the log's tail) if the process
+        exits first, or stops it and raises if it is not healthy within `timeout` s."""
+        assert self._process is not None, "not started"
         until = time.monotonic() + timeout
         while time.monotonic() < until:
             if self._process.returncode is not None:
@@ -97,6 +104,10 @@ class EtcdServer:
                 return bool(json.load(response).get("health") == "true")
         except (OSError, urllib.error.URLError, ValueError):
             return False
+
+    async def wait(self) -> int | None:
+        """Until the etcd process exits; its exit code, or None if none is running."""
+        return await self._process.wait() if self._process is not None else None
 
     async def stop(self, timeout: float = 5.0) -> None:
         if self._process is not None:

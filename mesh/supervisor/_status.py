@@ -1,5 +1,7 @@
 """What is running: every instance registered in etcd, plus every instance meshctl
-started that is not (yet, or any more) registered, each with its live health."""
+started that is not (yet, or any more) registered, each with its live health and the
+supervisor's count of its restarts. Without etcd, the supervisor's records alone, each
+checked at the address it last served on."""
 
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ from dataclasses import asdict, dataclass
 
 from mesh.config import MeshConfig
 from mesh.registry import Endpoint, EtcdClient, services_root
-from mesh.state import MeshState, process_running
+from mesh.state import InstanceRecord, MeshState, process_running
 from mesh.supervisor._health import check_health
+from mesh.supervisor._restart import CRASHLOOP, RESTARTING
 
-__all__ = ["InstanceStatus", "mesh_status"]
+__all__ = ["InstanceStatus", "mesh_status", "supervisor_status"]
+
+STARTING, DOWN = "STARTING", "DOWN"
 
 
 @dataclass(frozen=True)
@@ -21,11 +26,15 @@ class InstanceStatus:
 
     service: str
     id: str
-    address: str  # host:port to dial; "" if the instance never registered
+    address: str  # host:port to dial; "" if the instance is not serving (or never was)
     version: str
-    health: str  # SERVING, NOT_SERVING, UNREACHABLE, STARTING (not registered yet) or DOWN
+    # SERVING, NOT_SERVING, UNREACHABLE, or the gRPC code name of a failed check, as the
+    # instance answers; else STARTING (not registered yet), RESTARTING or CRASHLOOP
+    # (waiting to be restarted after a crash; repeated crashes), or DOWN
+    health: str
     metrics: str  # http URL of /metrics, or ""
     pid: int | None
+    restarts: int = 0  # times the supervisor restarted it after it died
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -42,31 +51,68 @@ async def mesh_status(
             endpoints.append(Endpoint.from_json(value))
         except ValueError:
             continue
-    healths = await asyncio.gather(*(check_health(config, e.address) for e in endpoints))
-    rows = {
-        e.instance_id: InstanceStatus(
-            service=e.service,
-            id=e.instance_id,
-            address=e.address,
-            version=e.version,
-            health=health,
-            metrics=f"http://{e.metadata['metrics']}/metrics" if "metrics" in e.metadata else "",
-            pid=int(e.metadata["pid"]) if e.metadata.get("pid", "").isdigit() else None,
-        )
-        for e, health in zip(endpoints, healths, strict=True)
-    }
-    for record in state.instances if state else ():
-        if record.instance_id not in rows:
-            alive = process_running(record.pid, (record.instance_id,))
-            rows[record.instance_id] = InstanceStatus(
-                service=record.service,
-                id=record.instance_id,
-                address="",
-                version=config.services[record.service].version
-                if record.service in config.services
-                else "",
-                health="STARTING" if alive else "DOWN",
-                metrics="",
-                pid=record.pid,
-            )
-    return sorted(rows.values(), key=lambda row: (row.service, row.id))
+    return await _rows(config, state, endpoints)
+
+
+async def supervisor_status(config: MeshConfig, state: MeshState) -> list[InstanceStatus]:
+    """Rows as `mesh_status` gives them, without etcd: what the supervisor recorded,
+    with a health check of each instance at the address it serves on."""
+    return await _rows(config, state, [])
+
+
+async def _rows(
+    config: MeshConfig, state: MeshState | None, endpoints: list[Endpoint]
+) -> list[InstanceStatus]:
+    records = {r.instance_id: r for r in state.instances} if state else {}
+    registered = {e.instance_id: e for e in endpoints}
+    rows = await asyncio.gather(
+        *(_recorded(config, record, registered.get(id_)) for id_, record in records.items()),
+        *(_registered(config, e) for id_, e in registered.items() if id_ not in records),
+    )
+    return sorted(rows, key=lambda row: (row.service, row.id))
+
+
+async def _registered(config: MeshConfig, endpoint: Endpoint) -> InstanceStatus:
+    """An instance that meshctl did not start (one started by hand, say)."""
+    pid = endpoint.metadata.get("pid", "")
+    return InstanceStatus(
+        service=endpoint.service,
+        id=endpoint.instance_id,
+        address=endpoint.address,
+        version=endpoint.version,
+        health=await check_health(config, endpoint.address),
+        metrics=_metrics_url(endpoint),
+        pid=int(pid) if pid.isdigit() else None,
+    )
+
+
+async def _recorded(
+    config: MeshConfig, record: InstanceRecord, endpoint: Endpoint | None
+) -> InstanceStatus:
+    """An instance the supervisor runs, registered as `endpoint` (if at all)."""
+    if endpoint is not None and endpoint.metadata.get("pid", str(record.pid)) != str(record.pid):
+        endpoint = None  # left by its previous process, whose lease has not expired yet
+    address = endpoint.address if endpoint else record.address
+    running = record.pid is not None and process_running(record.pid, (record.instance_id,))
+    if record.state in (RESTARTING, CRASHLOOP):
+        health = record.state
+    elif not running:
+        health = DOWN
+    else:
+        health = await check_health(config, address) if address else STARTING
+    fallback = config.services[record.service].version if record.service in config.services else ""
+    return InstanceStatus(
+        service=record.service,
+        id=record.instance_id,
+        address=address,
+        version=endpoint.version if endpoint else record.version or fallback,
+        health=health,
+        metrics=_metrics_url(endpoint) if endpoint else record.metrics,
+        pid=record.pid if running else None,
+        restarts=record.restarts,
+    )
+
+
+def _metrics_url(endpoint: Endpoint) -> str:
+    metrics = endpoint.metadata.get("metrics")
+    return f"http://{metrics}/metrics" if metrics else ""

@@ -45,7 +45,7 @@ class Workspace:
         if state is None:
             return []
         return [state.supervisor_pid, *([state.etcd_pid] if state.etcd_pid else []),
-                *(i.pid for i in state.instances)]  # fmt: skip
+                *(i.pid for i in state.instances if i.pid is not None)]  # fmt: skip
 
     def kill_leftovers(self) -> None:
         for pid in self.pids():

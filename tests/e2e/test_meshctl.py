@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mesh.supervisor import free_port
+from mesh.supervisor import free_port, read_state
 from tests.e2e.conftest import Workspace, alive, make_workspace
 
 EXPECTED = {
@@ -36,15 +36,23 @@ def test_status_json_lists_every_instance_serving(running: Workspace) -> None:
         assert int(port) > 0
         assert row["metrics"].startswith("http://127.0.0.1:")
         assert alive(row["pid"])
+        assert row["restarts"] == 0
 
 
-def test_status_table_shows_every_instance(running: Workspace) -> None:
+def test_status_table_shows_every_instance_and_etcd(running: Workspace) -> None:
     result = running.meshctl("status")
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0].split() == ["SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID"]
+    table, etcd = result.stdout.strip().split("\n\n")
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID", "RESTARTS",
+    ]  # fmt: skip
     assert {tuple(line.split()[:2]) for line in lines[1:]} == EXPECTED
     assert all(line.split()[4] == "SERVING" for line in lines[1:])
+    assert all(line.split()[7] == "0" for line in lines[1:])
+    state = read_state(running.root / ".mesh")
+    assert state is not None
+    assert etcd == f"etcd {state.etcd_endpoint}: RUNNING, pid {state.etcd_pid}, restarts 0"
 
 
 def test_address_prints_a_serving_instance(running: Workspace) -> None:
@@ -100,26 +108,45 @@ def test_down_stops_every_process_and_is_idempotent(
         assert "no mesh is running" in status.stderr
 
 
-def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path, binaries: dict[str, str]) -> None:
+def _read_until(process: subprocess.Popen[str], output: list[str], wanted: str) -> None:
+    """Read `process`'s output into `output` until a line that starts with `wanted`."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith(wanted):
+            return
+        assert time.monotonic() < deadline, "".join(output)
+    raise AssertionError(f"no line {wanted!r} before the output ended:\n{''.join(output)}")
+
+
+def test_foreground_up_reports_a_restart_and_stops_everything_on_ctrl_c(
+    tmp_path: Path, binaries: dict[str, str]
+) -> None:
     workspace = make_workspace(tmp_path)
     output: list[str] = []
     with workspace.foreground_up() as process:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 90
-        for line in process.stdout:
-            output.append(line)
-            if line.startswith("Running."):
-                break
-            assert time.monotonic() < deadline, "".join(output)
+        _read_until(process, output, "Running.")
         pids = workspace.pids()
         assert len(pids) == 6, "".join(output)
         assert any("grpcurl -cacert" in line for line in output)
+        state = read_state(tmp_path / ".mesh")
+        assert state is not None
+        (order,) = [r for r in state.instances if r.instance_id == "order-1"]
+        assert order.pid is not None
+
+        os.kill(order.pid, signal.SIGKILL)
+        _read_until(process, output, "order-1 SERVING again at 127.0.0.1:")
+        assert "! order-1 exited with code -9; restarting in 1s" in "".join(output)
+        assert any(line.startswith("order-1 restarted (restart 1, pid ") for line in output)
+        pids = workspace.pids()  # order-1's new pid instead of the old one
 
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=30)
         output.append(rest)
         assert process.returncode == 0, "".join(output)
         assert "Stopped." in rest
+        assert "exited with code" not in rest  # stopping is no crash
         assert not [pid for pid in pids if alive(pid)]
 
 
@@ -181,7 +208,7 @@ def test_ctrl_c_while_starting_stops_what_was_started(
         assert not [pid for pid in pids if alive(pid)]
 
 
-def test_killing_the_supervisor_stops_everything_it_started(
+def test_killing_the_supervisor_stops_everything_and_meshctl_says_it_is_not_running(
     tmp_path: Path, binaries: dict[str, str]
 ) -> None:
     workspace = make_workspace(tmp_path)
@@ -192,3 +219,18 @@ def test_killing_the_supervisor_stops_everything_it_started(
         while [pid for pid in children if alive(pid)]:
             assert time.monotonic() < deadline, f"orphans: {[p for p in children if alive(p)]}"
             time.sleep(0.1)
+
+        for command in (
+            ["status"],
+            ["status", "--json"],
+            ["address", "product"],
+            ["restart", "product"],
+        ):
+            result = workspace.meshctl(*command)
+            assert result.returncode == 1, (command, result.stdout)
+            assert result.stdout == ""
+            assert (
+                f"the mesh is not running: its supervisor (pid {supervisor}) is gone"
+                in result.stderr
+            )
+            assert "meshctl up" in result.stderr

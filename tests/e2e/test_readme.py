@@ -56,6 +56,7 @@ def test_every_line_is_either_run_or_explained() -> None:
 @pytest.mark.usefixtures("binaries")
 def test_readme_commands_work_against_a_live_mesh(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path)
+    (tmp_path / "generated").symlink_to(REPO / "generated")  # for grpcurl -protoset
     lines = [line for line in readme_lines() if line.command not in NOT_RUN]
     # The mesh must be up before the calls that the README shows first: start it as the
     # README's script section does, and run its `meshctl up --detach` line at that point.
