@@ -69,15 +69,23 @@ class Workspace:
             self.kill_leftovers()
 
     @contextlib.contextmanager
-    def detached_up(self) -> Iterator[list[int]]:
-        """`meshctl up --detach`; yields the pids it recorded (supervisor first) and
-        kills whatever is left at the end."""
+    def detached_up(
+        self, *, env: Mapping[str, str] | None = None, down: bool = False
+    ) -> Iterator[list[int]]:
+        """`meshctl up --detach` (with `env` added); yields the pids it recorded
+        (supervisor first). At the end, `meshctl down` if `down`, then whatever the
+        mesh recorded and is still there is killed."""
         try:
-            started = self.meshctl("up", "--detach")
+            started = self.meshctl("up", "--detach", env=env)
             assert started.returncode == 0, started.stdout + started.stderr
             yield self.pids()
         finally:
-            self.kill_leftovers()
+            pids = self.pids()
+            if down:
+                self.meshctl("down")
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
 
 
 def make_workspace(root: Path, **service_overrides: dict[str, object]) -> Workspace:
@@ -111,13 +119,5 @@ def running(
 ) -> Iterator[Workspace]:
     """A mesh started with `meshctl up --detach`, stopped (or killed) afterwards."""
     workspace = make_workspace(tmp_path_factory.mktemp("workspace"))
-    started = workspace.meshctl("up", "--detach")
-    assert started.returncode == 0, started.stdout + started.stderr
-    try:
+    with workspace.detached_up(down=True):
         yield workspace
-    finally:
-        pids = workspace.pids()
-        workspace.meshctl("down")
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)

@@ -47,17 +47,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, binaries: dict[str, str]) -> 
     workspace = make_workspace(
         tmp_path_factory.mktemp("supervised"), crashy={"module": "tests.e2e.crashy"}
     )
-    try:
-        # PYTHONPATH: the instances run in the workspace and must import tests.e2e.crashy.
-        started = workspace.meshctl("up", "--detach", env={"PYTHONPATH": str(REPO)})
-        assert started.returncode == 0, started.stdout + started.stderr
+    # PYTHONPATH: the instances run in the workspace and must import tests.e2e.crashy.
+    with workspace.detached_up(env={"PYTHONPATH": str(REPO)}, down=True):
         yield workspace
-    finally:
-        pids = workspace.pids()
-        workspace.meshctl("down")
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
 
 
 def _state(workspace: Workspace) -> MeshState:
