@@ -19,6 +19,7 @@ from mesh.errors import ConfigError
 
 __all__ = [
     "ADMIN_IDENTITY",
+    "DATAPLANES",
     "AuthzRule",
     "BreakerPolicy",
     "ClientPolicy",
@@ -32,6 +33,9 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+DATAPLANES = ("direct",)
+"""The values of mesh.dataplane this version knows."""
 
 ADMIN_IDENTITY = "admin"
 """The identity people and tools (meshctl, grpcurl) use; it always gets a certificate."""
@@ -159,6 +163,9 @@ class MeshConfig:
 
     path: Path
     trust_domain: str = "shop.local"
+    dataplane: str = "direct"
+    """How instances reach each other: "direct" (the proxyless mesh client, mTLS end to
+    end); the sidecar data plane comes with the Envoy issue."""
     namespace: str = "default"
     host: str = "127.0.0.1"
     state_dir: Path = Path(".mesh")
@@ -376,6 +383,7 @@ def parse_config(document: object, path: Path) -> MeshConfig:
     config = MeshConfig(
         path=path.resolve(),
         trust_domain=mesh.typed("trust_domain", str, defaults.trust_domain),
+        dataplane=mesh.typed("dataplane", str, defaults.dataplane),
         namespace=mesh.typed("namespace", str, defaults.namespace),
         host=mesh.typed("host", str, defaults.host),
         state_dir=path.resolve().parent / mesh.typed("state_dir", str, str(defaults.state_dir)),
@@ -399,6 +407,10 @@ def parse_config(document: object, path: Path) -> MeshConfig:
     )
     for reader in (mesh, server, telemetry, top):
         reader.finish()
+    if config.dataplane not in DATAPLANES:
+        raise ConfigError(
+            "mesh.dataplane", f"must be one of {', '.join(DATAPLANES)}, got {config.dataplane!r}"
+        )
     if not _DOMAIN.match(config.trust_domain):
         raise ConfigError("mesh.trust_domain", "lowercase DNS labels joined by '.'")
     if not _NAME.match(config.namespace):
