@@ -58,6 +58,8 @@ class _EndpointFailure(Exception):
 
 
 class EndpointBreaker:
+    """One endpoint's breaker: `admit()` before a call, then `record()` (or `abandon()`)."""
+
     def __init__(
         self,
         name: str,
@@ -67,8 +69,9 @@ class EndpointBreaker:
         on_state_change: Callable[[str, str], None] | None = None,
     ) -> None:
         listeners = [_StateListener(on_state_change)] if on_state_change else []
+        self._storage = _ClockedStorage(clock)
         self._breaker = pybreaker.CircuitBreaker(
-            state_storage=_ClockedStorage(clock),
+            state_storage=self._storage,
             fail_max=policy.failure_threshold,
             reset_timeout=policy.reset_timeout,
             throw_new_error_on_trip=False,
@@ -91,7 +94,7 @@ class EndpointBreaker:
         """Seconds until an open breaker admits a trial call (0 when it would now)."""
         if self.state != pybreaker.STATE_OPEN:
             return 0.0
-        opened = self._breaker._state_storage.opened_at or self._clock()
+        opened = self._storage.opened_at or self._clock()
         reopen = opened + dt.timedelta(seconds=self._breaker.reset_timeout)
         return max(0.0, (reopen - self._clock()).total_seconds())
 
@@ -126,20 +129,22 @@ class EndpointBreaker:
 
 
 class _ClockedStorage(pybreaker.CircuitMemoryStorage):
-    """pybreaker's in-memory storage, except that the open time comes from our clock,
-    so that one clock (real or a test's) governs both opening and reopening."""
+    """pybreaker's in-memory storage (a public extension point), except that the open
+    time comes from our clock, so that one clock (real or a test's) governs both
+    opening and reopening. The breaker reads it back from here, its own object."""
 
     def __init__(self, clock: Callable[[], dt.datetime]) -> None:
         super().__init__(pybreaker.STATE_CLOSED)
         self._clock = clock
+        self._opened_on_our_clock: dt.datetime | None = None
 
     @property
     def opened_at(self) -> dt.datetime | None:
-        return self._opened_at
+        return self._opened_on_our_clock
 
     @opened_at.setter
     def opened_at(self, _: dt.datetime) -> None:
-        self._opened_at = self._clock()
+        self._opened_on_our_clock = self._clock()
 
 
 def _replay(failure: _EndpointFailure | None) -> None:

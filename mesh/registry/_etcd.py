@@ -10,7 +10,8 @@ into RegistryUnavailable at this one boundary.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -59,71 +60,66 @@ class EtcdClient:
         self._lease = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
 
-    def _unavailable(self, error: grpc.aio.AioRpcError) -> RegistryUnavailable:
-        return RegistryUnavailable(
-            f"etcd at {self.endpoint}: {error.code().name}: {error.details()}"
-        )
+    @contextlib.contextmanager
+    def _answering(self) -> Iterator[None]:
+        """The one place where a failed etcd call becomes RegistryUnavailable."""
+        try:
+            yield
+        except grpc.aio.AioRpcError as error:
+            raise RegistryUnavailable(
+                f"etcd at {self.endpoint}: {error.code().name}: {error.details()}"
+            ) from error
 
     async def get_prefix(self, prefix: str) -> tuple[int, list[tuple[str, bytes]]]:
         """The store revision and every (key, value) under `prefix`, in key order."""
         key = prefix.encode()
         request = rpc.RangeRequest(key=key, range_end=_range_end(key))
-        try:
+        with self._answering():
             response = await self._kv.Range(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise self._unavailable(error) from error
         return response.header.revision, [(kv.key.decode(), kv.value) for kv in response.kvs]
 
     async def get(self, key: str) -> bytes | None:
         """The value of exactly `key`, or None if it does not exist."""
-        try:
+        with self._answering():
             response = await self._kv.Range(
                 rpc.RangeRequest(key=key.encode()), timeout=self._timeout
             )
-        except grpc.aio.AioRpcError as error:
-            raise self._unavailable(error) from error
         return bytes(response.kvs[0].value) if response.kvs else None
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         request = rpc.PutRequest(key=key.encode(), value=value, lease=lease)
-        try:
+        with self._answering():
             response = await self._kv.Put(request, timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise self._unavailable(error) from error
         return int(response.header.revision)
 
     async def delete(self, key: str) -> int:
         """Delete `key`; returns how many keys were deleted (0 or 1)."""
-        try:
+        with self._answering():
             response = await self._kv.DeleteRange(
                 rpc.DeleteRangeRequest(key=key.encode()), timeout=self._timeout
             )
-        except grpc.aio.AioRpcError as error:
-            raise self._unavailable(error) from error
         return int(response.deleted)
 
     async def grant(self, ttl: int) -> int:
         """A new lease of `ttl` seconds; returns its id."""
-        try:
+        with self._answering():
             response = await self._lease.LeaseGrant(
                 rpc.LeaseGrantRequest(TTL=ttl), timeout=self._timeout
             )
-        except grpc.aio.AioRpcError as error:
-            raise self._unavailable(error) from error
         if response.error:
             raise RegistryUnavailable(f"etcd at {self.endpoint} refused a lease: {response.error}")
         return int(response.ID)
 
     async def revoke(self, lease_id: int, *, timeout: float | None = None) -> None:
         """Revoke a lease, deleting its keys. A lease already gone is not an error."""
-        try:
-            await self._lease.LeaseRevoke(
-                rpc.LeaseRevokeRequest(ID=lease_id), timeout=timeout or self._timeout
-            )
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return
-            raise self._unavailable(error) from error
+        with self._answering():
+            try:
+                await self._lease.LeaseRevoke(
+                    rpc.LeaseRevokeRequest(ID=lease_id), timeout=timeout or self._timeout
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() is not grpc.StatusCode.NOT_FOUND:
+                    raise
 
     async def keepalive(self, lease_id: int, interval: float) -> AsyncIterator[int]:
         """Refresh a lease every `interval` seconds on one stream; yields the TTL etcd
@@ -137,15 +133,14 @@ class EtcdClient:
         call = self._lease.LeaseKeepAlive(beats())
         try:
             while True:
-                async with asyncio.timeout(interval + self._timeout):
-                    response = await call.read()
+                with self._answering():
+                    async with asyncio.timeout(interval + self._timeout):
+                        response = await call.read()
                 if response is grpc.aio.EOF:
                     raise RegistryUnavailable(
                         f"etcd at {self.endpoint} closed the keepalive stream"
                     )
                 yield int(response.TTL)
-        except grpc.aio.AioRpcError as error:
-            raise self._unavailable(error) from error
         except TimeoutError as error:
             raise RegistryUnavailable(
                 f"etcd at {self.endpoint} stopped answering keepalives"
@@ -169,7 +164,11 @@ class EtcdClient:
 
         call = self._watch.Watch(requests())
         try:
-            async for response in call:
+            while True:
+                with self._answering():
+                    response = await call.read()
+                if response is grpc.aio.EOF:
+                    break
                 if response.compact_revision:
                     raise RevisionCompacted(int(response.compact_revision))
                 if response.canceled:
@@ -183,8 +182,6 @@ class EtcdClient:
                         ],
                     )
             raise RegistryUnavailable(f"etcd at {self.endpoint} closed the watch stream")
-        except grpc.aio.AioRpcError as error:
-            raise self._unavailable(error) from error
         finally:
             stop.set()
             call.cancel()
