@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from contextvars import ContextVar
-from typing import Any, Protocol, TypeAlias
+from typing import Protocol, TypeAlias
 
 __all__ = ["Deadline", "TraceIds", "enter", "remaining", "trace_ids"]
 
@@ -27,24 +27,30 @@ class Deadline(Protocol):
     def time_remaining(self) -> float | None: ...
 
 
-# The call being served, as a two-slot list: [its Deadline, its TraceIds or None until
-# drawn]. A list rather than a class of ours: it is made on every call, and a list
-# costs no Python-level call to build. Every task started while serving the call
-# shares the same list, so ids drawn in one are seen by all.
-_Call: TypeAlias = list[Any]
+class _Call:
+    """The call being served. Every task started while serving it shares this one
+    object, so trace ids drawn in one are seen by all."""
+
+    __slots__ = ("deadline", "trace_ids")
+
+    def __init__(self, deadline: Deadline, trace_ids: TraceIds | None) -> None:
+        self.deadline = deadline
+        self.trace_ids = trace_ids  # None until drawn
+
+
 _current: ContextVar[_Call | None] = ContextVar("shopmesh_inbound", default=None)
 
 
 def enter(call: Deadline, trace_ids: TraceIds | None = None) -> None:
     """The server, as it admits a call: calls made from here on get at most what `call`
     has left, and carry `trace_ids` (else ids drawn when first asked for)."""
-    _current.set([call, trace_ids])
+    _current.set(_Call(call, trace_ids))
 
 
 def remaining() -> float | None:
     """Seconds left before the inherited deadline, or None if there is none."""
     call = _current.get()
-    return None if call is None else call[0].time_remaining()
+    return None if call is None else call.deadline.time_remaining()
 
 
 def trace_ids() -> TraceIds | None:
@@ -53,8 +59,7 @@ def trace_ids() -> TraceIds | None:
     call = _current.get()
     if call is None:
         return None
-    ids: TraceIds | None = call[1]
-    if ids is None:
+    if call.trace_ids is None:
         # Non-zero, as W3C requires; random's generator, as OpenTelemetry's own ids.
-        ids = call[1] = (random.getrandbits(128) or 1, random.getrandbits(64) or 1)
-    return ids
+        call.trace_ids = (random.getrandbits(128) or 1, random.getrandbits(64) or 1)
+    return call.trace_ids

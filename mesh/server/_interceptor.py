@@ -9,8 +9,7 @@ Each handler is wrapped once. The runtime wraps them as servicers register them
 (`MeshInterceptor.registrar(server)`), so calls skip grpc.aio's interceptor pipeline,
 which costs a measurable share of a Python server's throughput even for a no-op
 interceptor; a unary method gets one wrapper per sampling decision, and the method
-lookup picks one per call (see Registrar). The wrapper that decides for itself also
-works as an ordinary server interceptor.
+lookup picks one per call (see Registrar).
 """
 
 from __future__ import annotations
@@ -391,9 +390,9 @@ def _like(handler: Handler, behavior: Callable[..., Any], decode: Decoder | None
     return grpc.stream_stream_rpc_method_handler(behavior, decode, encode)
 
 
-class MeshInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps handlers: each once, the wrapper then serving every call routed to it
-    (keyed by handler, so one instance may serve several servers).
+class MeshInterceptor:
+    """Guards handlers as servicers register them (see Registrar): each method's handler
+    is wrapped once, the wrapper then serving every call to it.
 
     A call is authorised and counted first; if it is traced (the `sampler` picked it,
     or its caller's traceparent asks), the rest of it (the servicer, error mapping,
@@ -413,47 +412,25 @@ class MeshInterceptor(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         self._tracing = tracing
         self._sampler = sampler
-        # id(handler) -> (handler, its route); holding the handler keeps its id unique.
-        self._routes: dict[int, tuple[object, _Route]] = {}
-
-    def wrap(self, method: str, handler: Handler) -> Handler:
-        """The guarded version of `handler`, the handler of `method` ("/pkg.Svc/M")."""
-        return self.route(method, handler).deciding
 
     def route(self, method: str, handler: Handler) -> _Route:
-        """`handler` guarded, as wrappers for the dispatcher to pick from (see _Route)."""
-        entry = self._routes.get(id(handler))
-        if entry is None:
-            kind = grpc_type(handler.request_streaming, handler.response_streaming)
-            guard = _Guard(
-                method,
-                self._metrics.method(method, kind),
-                self._authz,
-                self._tracing,
-                self._sampler,
-            )
-            entry = self._routes[id(handler)] = (handler, guard.route(handler))
-        return entry[1]
+        """`handler`, the handler of `method` ("/pkg.Svc/M"), guarded, as wrappers for
+        the dispatcher to pick from (see _Route)."""
+        kind = grpc_type(handler.request_streaming, handler.response_streaming)
+        guard = _Guard(
+            method, self._metrics.method(method, kind), self._authz, self._tracing, self._sampler
+        )
+        return guard.route(handler)
 
     def registrar(self, server: grpc.aio.Server) -> Registrar:
         """Give this to servicer adders instead of `server`; see Registrar."""
         return Registrar(server, self)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None  # unknown method: the server answers UNIMPLEMENTED
-        return self.wrap(handler_call_details.method, handler)
-
 
 class Registrar:
     """Stands in for a grpc.aio.Server when servicers are added (the generated
-    `add_XServicer_to_server(servicer, registrar)`): every handler they register is
-    wrapped by the MeshInterceptor first.
+    `add_XServicer_to_server(servicer, registrar)`): every method handler they register
+    is wrapped by the MeshInterceptor first.
 
     NOTE: methods are served through one generic handler that looks them up in a
     dict, not registered with the server one by one. For each call it accepts,
@@ -462,7 +439,13 @@ class Registrar:
     one. (Health and reflection alone add four methods to every instance.) The
     lookup also gets, for free, the call's metadata that grpc.aio has already
     converted, so it makes the sampling decision there and hands the call to a
-    wrapper that need not read the metadata again.
+    wrapper that need not read the metadata again. tests/unit/mesh/test_interceptor.py
+    pins the grpcio version this was measured on.
+
+    Generated adders hand over each service twice: as method handlers, and as a
+    generic handler of the same methods. Only the method handlers are served; a
+    service that arrives only as a generic handler would never be, and `unserved()`
+    names it, so that the runtime refuses to start.
 
     The lookup is a generic handler, so it is asked in the order handlers were added:
     create the Registrar before adding any other handler to the server, as the
@@ -470,20 +453,27 @@ class Registrar:
     """
 
     def __init__(self, server: grpc.aio.Server, interceptor: MeshInterceptor) -> None:
-        self._server = server
         self._interceptor = interceptor
         self._routes: dict[str, _Route] = {}
+        self._registered: set[str] = set()
+        self._generic: set[str] = set()
         server.add_generic_rpc_handlers((_Dispatcher(self._routes),))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
+        self._registered.add(service)
         for name, handler in handlers.items():
             method = f"/{service}/{name}"
             self._routes[method] = self._interceptor.route(method, handler)
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
-        self._server.add_generic_rpc_handlers(
-            tuple(_GuardedGeneric(handler, self._interceptor) for handler in handlers)
-        )
+        for handler in handlers:
+            if not isinstance(handler, grpc.ServiceRpcHandler):
+                raise TypeError("register method handlers: a bare generic handler is not served")
+            self._generic.add(handler.service_name())
+
+    def unserved(self) -> list[str]:
+        """Services added only as generic handlers: none of their calls is served."""
+        return sorted(self._generic - self._registered)
 
 
 class _Dispatcher(grpc.GenericRpcHandler):
@@ -509,17 +499,3 @@ class _Dispatcher(grpc.GenericRpcHandler):
             if key == TRACEPARENT:
                 return route.deciding
         return route.traced if route.starts_trace() else route.untraced
-
-
-class _GuardedGeneric(grpc.GenericRpcHandler):
-    """A generic handler whose method handlers come out wrapped."""
-
-    def __init__(self, inner: grpc.GenericRpcHandler, interceptor: MeshInterceptor) -> None:
-        self._inner = inner
-        self._interceptor = interceptor
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
-        handler = self._inner.service(handler_call_details)
-        if handler is None:
-            return None
-        return self._interceptor.wrap(handler_call_details.method, handler)

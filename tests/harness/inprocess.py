@@ -37,12 +37,11 @@ class StaticSource:
         await asyncio.Event().wait()
 
 
-async def start_server(
-    certs_dir: Path, identity: str, interceptors: Sequence[grpc.aio.ServerInterceptor] = ()
-) -> tuple[grpc.aio.Server, str]:
+async def start_server(certs_dir: Path, identity: str) -> tuple[grpc.aio.Server, str]:
     """An mTLS server on a free loopback port, not yet serving anything; returns it and
-    its address. Add servicers before awaiting `server.start()`."""
-    server = grpc.aio.server(interceptors=list(interceptors), options=[("grpc.so_reuseport", 0)])
+    its address. Add servicers (through a MeshInterceptor's registrar, to guard them)
+    before awaiting `server.start()`."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     port = server.add_secure_port(
         "127.0.0.1:0", server_credentials(IdentityFiles(certs_dir, identity))
     )

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1.health import aio as health_aio
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -83,14 +83,10 @@ async def traced(tmp_path: Path) -> AsyncIterator[Traced]:
     )
     server, address = await start_server(tmp_path, "svc")
     registrar = guard.registrar(server)
-    registrar.add_generic_rpc_handlers(
-        [
-            grpc.method_handlers_generic_handler(
-                SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
-            )
-        ]
+    registrar.add_registered_method_handlers(
+        SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
     )
-    health_pb2_grpc.add_HealthServicer_to_server(HealthServicer(), registrar)  # type: ignore[arg-type]
+    health_pb2_grpc.add_HealthServicer_to_server(health_aio.HealthServicer(), registrar)  # type: ignore[arg-type]
     await server.start()
     channels = {
         name: grpc.aio.secure_channel(address, channel_credentials(IdentityFiles(tmp_path, name)))
