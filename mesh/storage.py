@@ -66,6 +66,12 @@ class Database:
         so it runs without BEGIN/COMMIT: two statements fewer on a hot read path."""
         return self._reader.query(sql, parameters)
 
+    def data_version(self) -> int:
+        """A number that changes whenever any connection, in this process or another,
+        commits a change to the file (SQLite's `PRAGMA data_version`, read on the
+        reader connection, which never writes): what keeps a cache of rows true."""
+        return int(self._reader.query("PRAGMA data_version", ())[0][0])
+
     def read(self) -> AbstractContextManager[sqlite3.Connection]:
         """A read transaction: every statement in the block sees the same snapshot, and
         it never waits for a writer."""

@@ -1,7 +1,7 @@
 """Order rules: request validation, pricing with exact money, paging. No I/O, no gRPC.
 
-Money is added and multiplied as whole nanos (Python ints), never as floats, and turned
-back into units and nanos only at the end.
+Money (services.common.money) is added and multiplied as whole nanos, never as floats,
+and turned back into units and nanos only at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from mesh.problems import FailedPrecondition, FieldViolation, InvalidArgument, P
 from services.common import paging
 from services.common.ids import CUSTOMER_ID, REQUEST_ID, RESOURCE_ID
 from services.common.items import MAX_ITEMS, item_violations
+from services.common.money import MAX_UNITS, NANOS_PER_UNIT, Money
 from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 __all__ = [
@@ -46,29 +47,7 @@ ORDER = "shop.order.v1.Order"
 CURRENCY = "CURRENCY"
 """PreconditionViolation type for an item priced in another currency than the rest."""
 
-NANOS_PER_UNIT = 1_000_000_000
-_MAX_UNITS = 2**63 - 1  # google.type.Money.units is an int64
 _PAGE_KIND = "order"
-
-
-@dataclass(frozen=True)
-class Money:
-    """An amount of one currency, shaped like google.type.Money."""
-
-    currency_code: str
-    units: int
-    nanos: int
-
-    def to_nanos(self) -> int:
-        """The amount as a whole number of nanos (units and nanos share a sign)."""
-        return self.units * NANOS_PER_UNIT + self.nanos
-
-    @classmethod
-    def from_nanos(cls, currency_code: str, amount: int) -> Money:
-        """The amount of `amount` nanos, with units and nanos of the same sign."""
-        units, nanos = divmod(abs(amount), NANOS_PER_UNIT)
-        sign = -1 if amount < 0 else 1
-        return cls(currency_code=currency_code, units=sign * units, nanos=sign * nanos)
 
 
 class OrderStatus(enum.Enum):
@@ -199,7 +178,7 @@ def price_order(
     total = sum(
         line.quantity * price.to_nanos() for line, price in zip(request.lines, prices, strict=True)
     )
-    if total // NANOS_PER_UNIT > _MAX_UNITS:
+    if total // NANOS_PER_UNIT > MAX_UNITS:
         raise InvalidArgument([FieldViolation("items", "the order total is too large")])
     return Order(
         order_id=order_id,

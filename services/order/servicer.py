@@ -31,14 +31,13 @@ from typing import Any
 
 import grpc
 from google.protobuf import timestamp_pb2
-from google.type import money_pb2
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from mesh import inbound
 from mesh.problems import Aborted, FieldViolation, InvalidArgument, NotFound, Problem, Unavailable
 from services.order import domain
 from services.order.clients import Catalog, Inventory
-from services.order.domain import Line, Money, Order, OrderStatus, request_fingerprint
+from services.order.domain import Line, Order, OrderStatus, request_fingerprint
 from services.order.store import HoldClaimed, OrderStore, RequestKey
 from services.order.sweeper import GRACE
 
@@ -198,15 +197,11 @@ def encode_order(order: Order) -> order_pb2.Order:
             order_pb2.OrderItem(
                 product_id=item.product_id,
                 quantity=item.quantity,
-                unit_price=_encode_money(item.unit_price),
+                unit_price=item.unit_price.to_proto(),
             )
             for item in order.items
         ],
-        total=_encode_money(order.total),
+        total=order.total.to_proto(),
         status=_STATUSES[order.status],
         create_time=create_time,
     )
-
-
-def _encode_money(money: Money) -> money_pb2.Money:
-    return money_pb2.Money(currency_code=money.currency_code, units=money.units, nanos=money.nanos)

@@ -7,7 +7,6 @@ in one round trip.
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from mesh.problems import FieldViolation, InvalidArgument
 from services.common import paging
 from services.common.ids import RESOURCE_ID
 from services.common.items import MAX_ITEMS
+from services.common.money import Money
 from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 __all__ = [
@@ -41,36 +41,7 @@ MAX_NAME = 200
 MAX_DESCRIPTION = 2000
 MAX_BATCH = MAX_ITEMS
 """Most ids one BatchGetProducts may ask for: an order's most items."""
-NANOS_PER_UNIT = 1_000_000_000
-
-_CURRENCY = re.compile(r"[A-Z]{3}")
 _PAGE_KIND = "product"
-
-
-@dataclass(frozen=True)
-class Money:
-    """An amount of one currency, shaped like google.type.Money."""
-
-    currency_code: str
-    units: int
-    nanos: int
-
-    def violations(self, field: str) -> list[FieldViolation]:
-        """What is wrong with this amount as a price: code, nanos range and sign, positivity."""
-        found = []
-        if not _CURRENCY.fullmatch(self.currency_code):
-            found.append(
-                FieldViolation(f"{field}.currency_code", "must be three upper-case letters")
-            )
-        if not -NANOS_PER_UNIT < self.nanos < NANOS_PER_UNIT:
-            found.append(
-                FieldViolation(f"{field}.nanos", "must be between -999999999 and 999999999")
-            )
-        elif (self.units > 0 and self.nanos < 0) or (self.units < 0 and self.nanos > 0):
-            found.append(FieldViolation(f"{field}.nanos", "must have the same sign as units"))
-        elif self.units * NANOS_PER_UNIT + self.nanos <= 0:
-            found.append(FieldViolation(field, "must be positive"))
-        return found
 
 
 @dataclass(frozen=True)
@@ -143,7 +114,7 @@ def new_product(*, product_id: str, name: str, description: str, price: Money | 
     if price is None:
         found.append(FieldViolation("product.price", "required"))
     else:
-        found.extend(price.violations("product.price"))
+        found.extend(price.price_violations("product.price"))
     if found:
         raise InvalidArgument(found)
     assert price is not None

@@ -10,14 +10,14 @@ import asyncio
 from typing import Any
 
 import grpc
-from google.type import money_pb2
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from mesh.problems import NotFound
+from services.common.money import Money
 from services.product import domain
 from services.product.store import ProductStore
 
-__all__ = ["ProductServicer", "decode_money", "encode_product"]
+__all__ = ["ProductServicer", "encode_product"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -29,19 +29,22 @@ MAX_REMEMBERED = 100_000
 class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     """The catalogue, backed by a ProductStore.
 
-    Products never change once stored, so GetProduct and BatchGetProducts keep each
-    product they find (the hot path of every order) and never have to forget it. An id
-    not found is looked up again next time: another instance may have created it since.
+    GetProduct and BatchGetProducts keep each product they find (the hot path of every
+    order), and forget them all as soon as anything in the catalogue's database changes,
+    written by any instance: each read first compares the store's version with the one
+    the remembered answers were read at (one PRAGMA, a few microseconds). An id not
+    found is looked up again next time.
     """
 
     def __init__(self, store: ProductStore) -> None:
         self._store = store
         self._answers: dict[str, product_pb2.GetProductResponse] = {}
+        self._answers_version = store.version()
 
     async def GetProduct(
         self, request: product_pb2.GetProductRequest, context: Context
     ) -> product_pb2.GetProductResponse:
-        answer = self._answers.get(request.product_id)
+        answer = self._remembered().get(request.product_id)
         if answer is None:
             product_id = domain.require_product_id(request.product_id)
             answer = self._found([product_id]).get(product_id)
@@ -66,7 +69,8 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     def _found(self, product_ids: list[str]) -> dict[str, product_pb2.GetProductResponse]:
         """The answers for those of `product_ids` that exist: remembered ones, and the
         rest from one query of the store."""
-        answers = {pid: a for pid in product_ids if (a := self._answers.get(pid)) is not None}
+        remembered = self._remembered()
+        answers = {pid: a for pid in product_ids if (a := remembered.get(pid)) is not None}
         missing = [pid for pid in product_ids if pid not in answers]
         for product in self._store.get_many(missing) if missing else ():
             answer = product_pb2.GetProductResponse(product=encode_product(product))
@@ -74,6 +78,14 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
             if len(self._answers) < MAX_REMEMBERED:
                 self._answers[product.product_id] = answer
         return answers
+
+    def _remembered(self) -> dict[str, product_pb2.GetProductResponse]:
+        """The remembered answers, emptied first if the catalogue changed since."""
+        version = self._store.version()
+        if version != self._answers_version:
+            self._answers.clear()
+            self._answers_version = version
+        return self._answers
 
     async def ListProducts(
         self, request: product_pb2.ListProductsRequest, context: Context
@@ -93,23 +105,16 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
             product_id=given.product_id,
             name=given.name,
             description=given.description,
-            price=decode_money(given.price) if given.HasField("price") else None,
+            price=Money.from_proto(given.price) if given.HasField("price") else None,
         )
         await asyncio.to_thread(self._store.add, product)
         return product_pb2.CreateProductResponse(product=encode_product(product))
 
 
-def decode_money(money: money_pb2.Money) -> domain.Money:
-    return domain.Money(currency_code=money.currency_code, units=money.units, nanos=money.nanos)
-
-
 def encode_product(product: domain.Product) -> product_pb2.Product:
-    price = product.price
     return product_pb2.Product(
         product_id=product.product_id,
         name=product.name,
         description=product.description,
-        price=money_pb2.Money(
-            currency_code=price.currency_code, units=price.units, nanos=price.nanos
-        ),
+        price=product.price.to_proto(),
     )

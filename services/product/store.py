@@ -66,6 +66,10 @@ class ProductStore:
         except sqlite3.IntegrityError:
             raise AlreadyExists(PRODUCT, product.product_id) from None
 
+    def version(self) -> int:
+        """Changes whenever any instance commits a change to the catalogue."""
+        return self._db.data_version()
+
     def get(self, product_id: str) -> Product | None:
         """The product with this id, or None."""
         rows = self._db.query(

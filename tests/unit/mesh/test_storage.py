@@ -117,6 +117,19 @@ def test_two_databases_on_one_file_see_each_others_writes(open_db: Open) -> None
     assert names(first) == names(second) == ["from first", "from second"]
 
 
+def test_the_data_version_moves_with_every_commit_of_any_connection(open_db: Open) -> None:
+    first, second = open_db(), open_db()
+    before = first.data_version()
+    names(first)
+    assert first.data_version() == before  # reading changes nothing
+    with first.write() as db:  # its own writer is another connection than its reader
+        db.execute("INSERT INTO items (name) VALUES ('own')")
+    after_own = first.data_version()
+    with second.write() as db:
+        db.execute("INSERT INTO items (name) VALUES ('other')")
+    assert len({before, after_own, first.data_version()}) == 3
+
+
 def test_a_read_sees_no_uncommitted_write_and_does_not_wait_for_it(open_db: Open) -> None:
     first, second = open_db(), open_db(busy_timeout=0.1)
     with first.write() as db:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,31 @@ async def test_batch_get_refuses_bad_id_lists(
             product_pb2.BatchGetProductsRequest(product_ids=product_ids), context
         )
     assert [v.field for v in error.value.violations] == fields
+
+
+async def test_remembered_answers_follow_a_change_written_by_another_instance(
+    tmp_path: Path, context: Any
+) -> None:
+    """Products are remembered for the hot path, but never served stale: another
+    instance (another connection to the shared file) changes a price, and the next
+    GetProduct and BatchGetProducts show it."""
+    path = tmp_path / "shared.db"
+    store = ProductStore(path)
+    servicer = ProductServicer(store)
+    try:
+        await create(servicer, espresso("sku-a"), context)
+        request = product_pb2.GetProductRequest(product_id="sku-a")
+        assert (await servicer.GetProduct(request, context)).product.price.units == 2  # cached
+
+        other = sqlite3.connect(path)  # the other instance's write, as SQL
+        with other:
+            other.execute("UPDATE products SET units = 9 WHERE product_id = 'sku-a'")
+        other.close()
+
+        assert (await servicer.GetProduct(request, context)).product.price.units == 9
+        batch = await servicer.BatchGetProducts(
+            product_pb2.BatchGetProductsRequest(product_ids=["sku-a"]), context
+        )
+        assert batch.products[0].price.units == 9
+    finally:
+        store.close()
