@@ -25,13 +25,15 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2
 from grpc_tools import protoc
 
+from mesh.errors import MeshError
+
 __all__ = ["CodegenError", "Layout", "check", "generate", "stage_third_party"]
 
 DESCRIPTOR_SET = "shop.binpb"
 _IMPORT = re.compile(r'^\s*import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.MULTILINE)
 
 
-class CodegenError(Exception):
+class CodegenError(MeshError):
     """protoc failed, or an import could not be found."""
 
 

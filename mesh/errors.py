@@ -5,12 +5,18 @@
     ├── IdentityError            a certificate or SPIFFE id is missing or invalid
     ├── RegistryUnavailable      etcd could not be reached or refused the request
     │   └── RevisionCompacted    a watch asked for history etcd no longer keeps
-    └── CallError                a call through the mesh client failed before reaching a server
-        ├── NoEndpoints          no instance of the service is registered
-        └── CircuitOpen          every candidate endpoint's breaker is open
+    ├── CallError                a call through the mesh client failed before reaching a server
+    │   ├── NoEndpoints          no instance of the service is registered
+    │   └── CircuitOpen          every candidate endpoint's breaker is open
+    ├── CodegenError             (mesh.codegen) protoc failed, or an import is missing
+    ├── MeshAlreadyRunning       (mesh.supervisor) a mesh runs from this folder already
+    └── ProtocolError            (mesh.supervisor) the supervisor's control channel got
+                                 a line its protocol does not allow
 
 CallError is also a grpc.aio.AioRpcError with code UNAVAILABLE, so servicer code that
-handles failed downstream calls handles these the same way.
+handles failed downstream calls handles these the same way. The failures a servicer
+raises for its callers (mesh.problems) are not mesh errors: they are answers.
+tests/unit/mesh/test_errors.py checks that this tree names every public one.
 """
 
 from __future__ import annotations
