@@ -45,7 +45,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from bench import placement as pinning
 from bench.aio import to_completion
@@ -53,9 +53,12 @@ from bench.echo_server import METHOD as ECHO_METHOD
 from bench.load import LoadFailed, LoadPool, Target
 from bench.placement import Placement
 from bench.report import Progress, print_report
-from bench.results import SubjectResult, ratio
+from bench.results import Ratio, SubjectResult, ratio
+from bench.summary import Checks, InstanceCheck, Summary, TargetJson, ThreadPlacement
 
-__all__ = ["main"]
+__all__ = ["Settings", "main", "summarize", "target_summary"]
+
+_T = TypeVar("_T")
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET = 0.85
@@ -165,11 +168,11 @@ def _tail(path: Path, chars: int = 2000) -> str:
 
 def _placement_check(
     where: Placement, servers: Sequence[Server], load_side: dict[str, int]
-) -> dict[str, Any]:
+) -> dict[str, ThreadPlacement]:
     """Every thread of every process, and the cores it may run on, against the plan."""
     if where.server_cpus is None or where.load_cpus is None:
         return {}
-    checked: dict[str, Any] = {}
+    checked: dict[str, ThreadPlacement] = {}
     for cpus, processes in (
         (where.server_cpus, {s.label: s.pid for s in servers}),
         (where.load_cpus, load_side),
@@ -185,14 +188,13 @@ def _placement_check(
     return checked
 
 
-async def _run(settings: Settings, where: Placement, progress: Progress) -> dict[str, Any]:
+async def _run(settings: Settings, where: Placement, progress: Progress) -> Summary:
     from shop.product.v1 import product_pb2
 
     from bench import shopmesh
 
     # Same bytes as the GetProduct request, so both baselines carry a like-sized payload.
     payload = product_pb2.GetProductRequest(product_id=shopmesh.PRODUCT_ID).SerializeToString()
-    checks: dict[str, Any] = {}
 
     with tempfile.TemporaryDirectory(prefix="shopmesh-bench-") as tmp:
         root = Path(tmp)
@@ -338,7 +340,7 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> dict
             handled_after = [shopmesh.handled_calls(instance) for instance, _ in instances]
             await stack.aclose()  # stops the instances, which flushes their spans
 
-            evidence = []
+            evidence: list[InstanceCheck] = []
             for (instance, denied), before, after, server in zip(
                 instances, handled_before, handled_after, servers[2:4], strict=True
             ):
@@ -354,13 +356,14 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> dict
                         "trace_file": instance.trace_file.name,
                     }
                 )
-            checks = {"instances": evidence, "placement": placed}
-    return _summary(subjects, settings, where, checks)
+            checks: Checks = {"instances": evidence, "placement": placed}
+    return summarize(subjects, settings, where, checks)
 
 
-def _summary(
-    subjects: list[SubjectResult], settings: Settings, where: Placement, checks: dict[str, Any]
-) -> dict[str, Any]:
+def summarize(
+    subjects: Sequence[SubjectResult], settings: Settings, where: Placement, checks: Checks
+) -> Summary:
+    """The run's summary (what `--json` writes): the subjects in the driver's order."""
     plain, mtls, mesh, traced, bare = subjects
     ratios = {
         "shopmesh_vs_plaintext_echo": ratio(mesh, plain),
@@ -370,7 +373,6 @@ def _summary(
         "bare_product_vs_mtls_echo": ratio(bare, mtls),
         "mtls_echo_vs_plaintext_echo": ratio(mtls, plain),
     }
-    floor = ratios["shopmesh_vs_bare_product"]
     return {
         "benchmark": "unary calls, bench/",
         "machine": {
@@ -391,16 +393,21 @@ def _summary(
         },
         "subjects": [s.as_json(where.cores) for s in subjects],
         "ratios": {key: r.as_json() for key, r in ratios.items()},
-        "target": {
-            "ratio": f"{SHOPMESH} calls/s / {BARE_PRODUCT} calls/s (rows 3/5)",
-            "statistic": f"median over {settings.rounds} rounds of the per-round ratio",
-            "minimum": TARGET,
-            "value": floor.median,
-            "min": floor.low,
-            "max": floor.high,
-            "met": floor.median >= TARGET,
-        },
+        "target": target_summary(ratios["shopmesh_vs_bare_product"], settings.rounds),
         "checks": checks,
+    }
+
+
+def target_summary(floor: Ratio, rounds: int) -> TargetJson:
+    """The target, rows 3/5: met when the median is at least TARGET (NaN never is)."""
+    return {
+        "ratio": f"{SHOPMESH} calls/s / {BARE_PRODUCT} calls/s (rows 3/5)",
+        "statistic": f"median over {rounds} rounds of the per-round ratio",
+        "minimum": TARGET,
+        "value": floor.median,
+        "min": floor.low,
+        "max": floor.high,
+        "met": floor.median >= TARGET,
     }
 
 
@@ -445,7 +452,7 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
     )
     args = parser.parse_args(argv)
 
-    def pick(given: Any, quick: Any, default: Any) -> Any:
+    def pick(given: _T | None, quick: _T, default: _T) -> _T:
         return given if given is not None else quick if args.quick else default
 
     settings = Settings(

@@ -15,7 +15,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import grpc
 import uvloop
@@ -28,7 +27,7 @@ SERVICE = "bench.Echo"
 METHOD = f"/{SERVICE}/Echo"
 
 
-async def _echo(request: bytes, context: Any) -> bytes:
+async def _echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
     return request
 
 

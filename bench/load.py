@@ -37,11 +37,24 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from bench import cpu
+from bench.summary import WindowJson
 
-__all__ = ["LoadFailed", "LoadPool", "Target", "Window", "percentile", "worker_main"]
+if TYPE_CHECKING:
+    import grpc
+
+__all__ = [
+    "LoadFailed",
+    "LoadPool",
+    "Target",
+    "Window",
+    "idle_percent",
+    "percent_of_core",
+    "percentile",
+    "worker_main",
+]
 
 Report = Callable[[str], None]
 
@@ -101,13 +114,18 @@ class Window:
     def calls_per_second(self) -> float:
         return self.calls / self.duration if self.duration > 0 else 0.0
 
-    def as_json(self) -> dict[str, Any]:
+    @property
+    def server_loop_idle_pct(self) -> float:
+        """Percent of the window the server's loop thread neither ran nor waited."""
+        return idle_percent(self.percent(self.server_loop_ran + self.server_loop_waited))
+
+    def percent(self, seconds: float) -> float:
+        """CPU seconds over this window, in percent of one core."""
+        return percent_of_core(seconds, self.elapsed)
+
+    def as_json(self) -> WindowJson:
         """This window alone; CPU in percent of one core."""
-        elapsed = self.elapsed or math.nan
-
-        def pct(seconds: float) -> float:
-            return 100.0 * seconds / elapsed
-
+        pct = self.percent
         ordered = sorted(self.latencies)
         return {
             "calls_per_s": self.calls_per_second,
@@ -118,9 +136,7 @@ class Window:
             "server_cpu_pct": pct(self.server_cpu),
             "server_loop_thread_ran_pct": pct(self.server_loop_ran),
             "server_loop_thread_waited_for_cpu_pct": pct(self.server_loop_waited),
-            "server_loop_thread_idle_pct": max(
-                0.0, 100.0 - pct(self.server_loop_ran + self.server_loop_waited)
-            ),
+            "server_loop_thread_idle_pct": self.server_loop_idle_pct,
             "client_cpu_pct": pct(sum(self.client_cpu)),
             "driver_cpu_pct": pct(self.driver_cpu),
             "idle_servers_and_etcd_cpu_pct": pct(self.background_cpu),
@@ -141,6 +157,21 @@ def percentile(ordered: Sequence[float], quantile: float) -> float:
         return math.nan
     rank = max(1, math.ceil(quantile * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+def percent_of_core(seconds: float, elapsed: float) -> float:
+    """CPU `seconds` used over `elapsed` wall-clock seconds, in percent of one core; NaN
+    without elapsed time."""
+    return 100.0 * seconds / elapsed if elapsed > 0 else math.nan
+
+
+def idle_percent(busy_percent: float) -> float:
+    """What is left of 100% once a thread's running and waiting (`busy_percent`) are
+    taken off. At least 0: the /proc snapshots bracket the measured window only to a
+    few milliseconds. NaN stays NaN (max() would turn it into 0: saturated)."""
+    if math.isnan(busy_percent):
+        return math.nan
+    return max(0.0, 100.0 - busy_percent)
 
 
 # --- worker side -------------------------------------------------------------------
@@ -172,9 +203,9 @@ def worker_main(
 async def _work(targets: Sequence[Target], concurrency: int, conn: Connection) -> None:
     import grpc
 
-    channels: list[Any] = []
+    channels: list[grpc.aio.Channel] = []
     try:
-        calls: list[Any] = []
+        calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = []
         for target in targets:
             if target.certs_dir is None:
                 channel = grpc.aio.insecure_channel(target.address)
@@ -184,7 +215,10 @@ async def _work(targets: Sequence[Target], concurrency: int, conn: Connection) -
                 credentials = channel_credentials(IdentityFiles(target.certs_dir, target.identity))
                 channel = grpc.aio.secure_channel(target.address, credentials)
             channels.append(channel)
-            call: Any = channel.unary_unary(target.method)  # no serializers: bytes in and out
+            # No serializers: bytes in and out.
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                target.method
+            )
             await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
             await call(target.payload, timeout=CALL_TIMEOUT)  # fails here if the method does
             calls.append(call)
@@ -211,7 +245,7 @@ async def _work(targets: Sequence[Target], concurrency: int, conn: Connection) -
 
 
 async def _keep_calling(
-    call: Any,
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes],
     payload: bytes,
     schedule: _Schedule,
     result: _WorkerResult,
@@ -248,7 +282,9 @@ class LoadFailed(Exception):
     """A worker could not start, connect, make its first call, or report."""
 
 
-def _receive(conn: Connection, timeout: float, what: str) -> Any:
+def _receive(conn: Connection, timeout: float, what: str) -> object:
+    """The value of a worker's next ("ready" | "result", value) message; a "failed"
+    message, silence or a closed pipe raise LoadFailed."""
     if not conn.poll(timeout):
         raise LoadFailed(f"no {what} from a load worker within {timeout:.0f}s")
     try:
@@ -258,6 +294,13 @@ def _receive(conn: Connection, timeout: float, what: str) -> Any:
     if kind == "failed":
         raise LoadFailed(f"a load worker failed:\n{value}")
     return value
+
+
+def _receive_result(conn: Connection) -> _WorkerResult:
+    result = _receive(conn, CALL_TIMEOUT + 30, "results")
+    if not isinstance(result, _WorkerResult):
+        raise LoadFailed(f"a load worker sent {type(result).__name__} instead of its results")
+    return result
 
 
 async def _sleep_until(deadline: float, label: str, tick: Callable[[str], None]) -> None:
@@ -371,10 +414,7 @@ class LoadPool:
         await _sleep_until(schedule.measure_end, "measuring", tick)
         after = cpu.snapshot(watched, [server_pid])
         tick("")
-        results: list[_WorkerResult] = [
-            await asyncio.to_thread(_receive, conn, CALL_TIMEOUT + 30, "results")
-            for conn in self._conns
-        ]
+        results = [await asyncio.to_thread(_receive_result, conn) for conn in self._conns]
 
         latencies: array[float] = array("d")
         for result in results:

@@ -19,6 +19,8 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from bench.summary import PlacementJson
+
 __all__ = [
     "Placement",
     "cpu_list",
@@ -44,7 +46,7 @@ class Placement:
     def pinned(self) -> bool:
         return self.server_cpus is not None
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self) -> PlacementJson:
         return {
             "cores": list(self.cores),
             "pinned": self.pinned,

@@ -31,6 +31,7 @@ async def _serve(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-product-") as data:
         store = ProductStore(Path(data) / "product.db")
         server = grpc.aio.server()
+        # Generated, with no .pyi: untyped.
         product_pb2_grpc.add_ProductServiceServicer_to_server(  # type: ignore[no-untyped-call]
             ProductServicer(store), server
         )

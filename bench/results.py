@@ -4,7 +4,8 @@ A subject's figures pool all its windows: calls/s is its calls over its measured
 latency percentiles are over all its calls, CPU use is its summed CPU seconds over the
 summed time. A ratio of calls/s is taken per round, between windows measured seconds
 apart, so the machine's slow drift in speed (tens of seconds) largely cancels out of
-it; the median over rounds is the headline, min-max shows the spread.
+it; the median over rounds is the headline, min-max shows the spread. A round whose
+baseline completed no call has no ratio, and then neither have the median and min-max.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
 
-from bench.load import Window, percentile
+from bench.load import Window, idle_percent, percent_of_core, percentile
+from bench.summary import RatioJson, SubjectJson
 
 __all__ = ["Ratio", "SubjectResult", "ratio"]
 
@@ -68,7 +69,7 @@ class SubjectResult:
 
     def percent(self, seconds: float) -> float:
         """CPU seconds over this subject's measured windows, in percent of one core."""
-        return 100.0 * seconds / self.elapsed if self.elapsed > 0 else math.nan
+        return percent_of_core(seconds, self.elapsed)
 
     def us_per_call(self, seconds: float) -> float:
         """CPU seconds over the windows, in microseconds per completed call."""
@@ -111,7 +112,7 @@ class SubjectResult:
     def core_cpu(self, core: int) -> float:
         return sum(w.core_cpu.get(core, 0.0) for w in self.windows)
 
-    def as_json(self, cores: Sequence[int]) -> dict[str, Any]:
+    def as_json(self, cores: Sequence[int]) -> SubjectJson:
         return {
             "row": self.row,
             "name": self.name,
@@ -131,8 +132,8 @@ class SubjectResult:
             "server_loop_thread_waited_for_cpu_pct": self.percent(self.loop_waited),
             # Neither running nor runnable: the loop had no work, so the load did not
             # keep this server busy then.
-            "server_loop_thread_idle_pct": max(
-                0.0, 100.0 - self.percent(self.loop_ran + self.loop_waited)
+            "server_loop_thread_idle_pct": idle_percent(
+                self.percent(self.loop_ran + self.loop_waited)
             ),
             "server_cpu_us_per_call": self.us_per_call(self.server_cpu),
             "client_cpu_pct": self.percent(sum(self.client_cpu)),
@@ -166,16 +167,23 @@ class Ratio:
         return f"{self.subject.row}/{self.baseline.row}"
 
     @property
+    def every_round_measured(self) -> bool:
+        """At least one round, and a ratio in each. Sorting and min() compare a NaN as
+        neither smaller nor larger, so with one in, the median and min-max would depend
+        on which round it was."""
+        return bool(self.per_round) and not any(math.isnan(x) for x in self.per_round)
+
+    @property
     def median(self) -> float:
-        return statistics.median(self.per_round) if self.per_round else math.nan
+        return statistics.median(self.per_round) if self.every_round_measured else math.nan
 
     @property
     def low(self) -> float:
-        return min(self.per_round, default=math.nan)
+        return min(self.per_round) if self.every_round_measured else math.nan
 
     @property
     def high(self) -> float:
-        return max(self.per_round, default=math.nan)
+        return max(self.per_round) if self.every_round_measured else math.nan
 
     @property
     def pooled(self) -> float:
@@ -197,7 +205,7 @@ class Ratio:
             self.subject.us_per_call(self.subject.server_cpu),
         )
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> RatioJson:
         return {
             "subject": self.subject.name,
             "baseline": self.baseline.name,

@@ -178,6 +178,7 @@ async def create_product(env: MeshEnvironment, address: str) -> bytes:
     )
     request = product_pb2.GetProductRequest(product_id=PRODUCT_ID)
     async with grpc.aio.secure_channel(address, _credentials(env, ADMIN_IDENTITY)) as channel:
+        # Generated stubs have no .pyi: untyped, their methods return Any.
         stub: Any = product_pb2_grpc.ProductServiceStub(channel)  # type: ignore[no-untyped-call]
         await stub.CreateProduct(product_pb2.CreateProductRequest(product=product), timeout=10)
         got = await stub.GetProduct(request, timeout=10)

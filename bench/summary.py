@@ -1,0 +1,164 @@
+"""The shape of the benchmark's summary: what `print_report` reads and `--json` writes.
+
+The README and people's scripts read these keys, so each one stays as it is. CPU
+figures are in percent of one core, times in milliseconds unless the key says
+otherwise; NaN (JSON `NaN`) marks a figure with nothing to compute it from.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+__all__ = [
+    "Checks",
+    "InstanceCheck",
+    "MachineJson",
+    "PlacementJson",
+    "RatioJson",
+    "SettingsJson",
+    "SubjectJson",
+    "Summary",
+    "TargetJson",
+    "ThreadPlacement",
+    "WindowJson",
+]
+
+
+class WindowJson(TypedDict):
+    """One measured window of one subject."""
+
+    calls_per_s: float
+    calls: int
+    errors: int
+    p50_ms: float
+    p99_ms: float
+    server_cpu_pct: float
+    server_loop_thread_ran_pct: float
+    server_loop_thread_waited_for_cpu_pct: float
+    server_loop_thread_idle_pct: float
+    client_cpu_pct: float
+    driver_cpu_pct: float
+    idle_servers_and_etcd_cpu_pct: float
+    core_busy_pct: dict[str, float]  # core number (as text) -> percent busy
+    other_cpu_pct: float
+
+
+class SubjectJson(TypedDict):
+    """One row: a subject's figures pooled over all its windows."""
+
+    row: int
+    name: str
+    detail: str
+    calls: int
+    measured_s: float
+    calls_per_s: float
+    calls_per_s_per_round: list[float]
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float | None  # None: no call completed
+    errors: int
+    error_samples: list[str]
+    server_cpu_pct: float
+    server_loop_thread_ran_pct: float
+    server_loop_thread_waited_for_cpu_pct: float
+    server_loop_thread_idle_pct: float
+    server_cpu_us_per_call: float
+    client_cpu_pct: float
+    client_cpu_pct_per_worker: list[float]
+    client_cpu_us_per_call: float
+    driver_cpu_pct: float
+    idle_servers_and_etcd_cpu_pct: float
+    machine_cpu_pct: float
+    core_busy_pct: dict[str, float]
+    other_cpu_pct: float
+    windows: list[WindowJson]
+
+
+class RatioJson(TypedDict):
+    """A subject against a baseline; 1.0 is parity, higher is better for the subject."""
+
+    subject: str
+    baseline: str
+    rows: str  # "3/5": subject row / baseline row
+    calls_per_s_per_round: list[float]
+    calls_per_s_median: float
+    calls_per_s_min: float
+    calls_per_s_max: float
+    calls_per_s_pooled: float
+    p50_inverse: float
+    p99_inverse: float
+    server_cpu_per_call_inverse: float
+
+
+class MachineJson(TypedDict):
+    cores: int | None  # os.cpu_count(): None if unknown
+    python: str
+    grpcio: str
+    uvloop: str
+
+
+class PlacementJson(TypedDict):
+    cores: list[int]
+    pinned: bool
+    server_cpus: list[int]  # empty if not pinned
+    load_cpus: list[int]
+    note: str
+
+
+class SettingsJson(TypedDict):
+    rounds: int
+    window_s: float
+    warmup_s: float
+    workers: int
+    concurrency_per_worker: int
+    in_flight: int
+    order_each_round: list[str]
+
+
+class TargetJson(TypedDict):
+    ratio: str
+    statistic: str
+    minimum: float
+    value: float
+    min: float
+    max: float
+    met: bool
+
+
+class InstanceCheck(TypedDict):
+    """Evidence that a ShopMesh instance ran its whole stack."""
+
+    subject: str
+    instance_id: str
+    trace_sample_ratio: float
+    authz_denies_product_identity: bool
+    metrics_handled_ok_during_load: int
+    metrics_handled_ok_total: int
+    trace_spans_get_product: int
+    trace_file: str
+
+
+class ThreadPlacement(TypedDict):
+    """A process's threads against the core(s) planned for it."""
+
+    pid: int
+    cpus: str
+    threads: int
+    threads_elsewhere: int
+
+
+class Checks(TypedDict):
+    instances: list[InstanceCheck]
+    placement: dict[str, ThreadPlacement]  # by process label; empty if not pinned
+
+
+class Summary(TypedDict):
+    benchmark: str
+    machine: MachineJson
+    placement: PlacementJson
+    settings: SettingsJson
+    subjects: list[SubjectJson]
+    ratios: dict[str, RatioJson]  # by pair name, e.g. "shopmesh_vs_bare_product"
+    target: TargetJson
+    checks: Checks
