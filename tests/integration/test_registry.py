@@ -4,6 +4,7 @@ module stops, restarts and wipes (so it has its own)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ import pytest
 
 from mesh.errors import RegistryUnavailable
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration, instance_key
-from mesh.supervisor import EtcdServer, InstanceProcess, free_port
+from mesh.supervisor import EtcdServer, InstanceProcess, find_binary, free_port
 from tests.harness.mesh import MeshHarness, write_config
 
 TTL = 2
@@ -208,3 +209,39 @@ async def test_sigterm_while_registering_stops_the_instance_at_once(
         assert "stopped while registering" in instance.log_tail()
     finally:
         await instance.stop()
+
+
+async def test_a_registration_in_steady_state_keeps_one_lease_and_one_put(
+    private_etcd: EtcdServer, binaries: dict[str, str]
+) -> None:
+    """Over three TTLs the keepalive stream refreshes one lease: no re-registration,
+    no new lease, and etcd holds the key as first put, under that lease."""
+    async with EtcdClient(private_etcd.endpoint) as etcd:
+        prefix = f"/steady-{time.monotonic_ns()}"
+        registration = Registration(etcd, prefix, _endpoint("a", 1001), TTL)
+        await registration.start()
+        key = instance_key(prefix, "probe", "a")
+        try:
+            lease = registration.lease
+            assert lease is not None
+            # The passage of time is the stimulus here: three leases' worth of it.
+            until = time.monotonic() + 3 * TTL
+            while time.monotonic() < until:
+                assert (registration.lease, registration.registrations) == (lease, 1)
+                await asyncio.sleep(0.2)
+            stored = await _stored(private_etcd.endpoint, key)
+        finally:
+            await registration.aclose()
+    assert (stored["lease"], stored["version"]) == (lease, 1)  # one put, that lease
+
+
+async def _stored(endpoint: str, key: str) -> dict[str, int]:
+    """etcd's own record of `key` (its lease and version), as etcdctl prints it."""
+    process = await asyncio.create_subprocess_exec(
+        find_binary("etcdctl"), f"--endpoints={endpoint}", "get", key, "-w", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    output, errors = await asyncio.wait_for(process.communicate(), 10)
+    assert process.returncode == 0, errors.decode()
+    [kv] = json.loads(output)["kvs"]
+    return {"lease": int(kv["lease"]), "version": int(kv["version"])}
