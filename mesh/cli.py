@@ -6,7 +6,9 @@ instance, with service, id, address, version, health, metrics, pid and restarts;
 fields are only ever added. `meshctl status` answers from the supervisor's state.json
 and direct health checks while etcd is down, and says the mesh is not running when its
 supervisor is gone. `meshctl restart <service>` asks the running supervisor, over its
-control socket, for a rolling restart, and prints each step as it is done.
+control socket, for a rolling restart, and prints each step as it is done. `meshctl
+config schema` prints the JSON Schema of mesh.yaml, each service's settings included
+(asked of the service's module in a child process: meshctl imports no service code).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mesh.codegen import CodegenError, Layout, check, generate, stage_third_party
-from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config
+from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config, mesh_schema
 from mesh.errors import ConfigError, MeshError, RegistryUnavailable
 from mesh.identity import ensure_certificates
 from mesh.registry import EtcdClient
@@ -46,7 +49,7 @@ from mesh.supervisor import (
     supervisor_status,
 )
 
-__all__ = ["main"]
+__all__ = ["SCHEMA_FILE", "main"]
 
 
 def _say(message: str) -> None:
@@ -209,6 +212,7 @@ async def _up_foreground(config: MeshConfig, timeout: float) -> int:
         loop.add_signal_handler(signum, stop.set)
     supervisor = Supervisor(config, _say)
     _say(f"Starting ShopMesh from {relative_path(config.path)}")
+    _write_schema(config)
     starting = asyncio.create_task(supervisor.start(timeout))
     interrupted = asyncio.create_task(stop.wait())
     await asyncio.wait({starting, interrupted}, return_when=asyncio.FIRST_COMPLETED)
@@ -355,6 +359,84 @@ async def _restart(control: str, service: str) -> int:
     return 0
 
 
+# -- config schema --------------------------------------------------------------------
+
+SCHEMA_FILE = "mesh.schema.json"
+"""In the state folder: the schema `meshctl up` writes for editors (see mesh.yaml)."""
+
+_SCHEMA_TIMEOUT = 60.0
+"""Seconds a service's `--settings-schema` run may take: it imports the service."""
+
+
+def _settings_schemas(config: MeshConfig) -> dict[str, dict[str, Any]]:
+    """Each service's settings schema, printed by `python -m <module> --settings-schema`
+    (run for every service at once); a service whose run fails is left out, with a
+    warning, and its settings stay free-form."""
+    runs = {name: _ask_settings_schema(spec.module) for name, spec in config.services.items()}
+    schemas = {}
+    try:
+        for name, run in runs.items():
+            schema, problem = _printed_schema(run)
+            if schema is None:
+                module = config.services[name].module
+                _warn(
+                    f"services.{name}.settings left free-form in the schema: "
+                    f"`python -m {module} --settings-schema` {problem}"
+                )
+            else:
+                schemas[name] = schema
+    finally:
+        for run in runs.values():
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    return schemas
+
+
+def _ask_settings_schema(module: str) -> subprocess.Popen[str]:
+    command = [sys.executable, "-m", module, "--settings-schema"]
+    return subprocess.Popen(
+        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _printed_schema(run: subprocess.Popen[str]) -> tuple[dict[str, Any] | None, str]:
+    """The JSON object `run` printed, or None and what went wrong."""
+    try:
+        out, err = run.communicate(timeout=_SCHEMA_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return None, f"gave no answer within {_SCHEMA_TIMEOUT:g}s"
+    if run.returncode != 0:
+        last = (err.strip().splitlines() or [""])[-1][:200]
+        return None, f"exited with code {run.returncode}" + (f": {last}" if last else "")
+    with contextlib.suppress(ValueError):
+        schema = json.loads(out)
+        if isinstance(schema, dict):
+            return schema, ""
+    return None, "printed no JSON object"
+
+
+def cmd_config_schema(config: MeshConfig | None, args: argparse.Namespace) -> int:
+    schema = mesh_schema() if config is None else mesh_schema(_settings_schemas(config))
+    print(json.dumps(schema, indent=2))
+    return 0
+
+
+def _write_schema(config: MeshConfig) -> None:
+    """Write the schema for editors into the state folder; a failure only warns."""
+    path = config.state_dir / SCHEMA_FILE
+    schemas = _settings_schemas(config)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(mesh_schema(schemas), indent=2) + "\n")
+        temporary.replace(path)  # an editor never reads half a file
+    except OSError as error:
+        _warn(f"cannot write {relative_path(path)}: {error.strerror}")
+        return
+    _say(f"schema        {relative_path(path)} (for editors; {len(schemas)} services' settings)")
+
+
 # -- certs / generate -----------------------------------------------------------------
 
 
@@ -442,6 +524,18 @@ def _parser() -> argparse.ArgumentParser:
         "certs", help="create the CA and certificates (keeps valid ones)"
     ).set_defaults(handler=cmd_certs)
 
+    config = commands.add_parser("config", help="about mesh.yaml itself")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    schema = config_commands.add_parser(
+        "schema", help="print the JSON Schema of mesh.yaml, each service's settings included"
+    )
+    schema.add_argument(
+        "--runtime-only",
+        action="store_true",
+        help="only the runtime's part (services' settings free-form); runs no service module",
+    )
+    schema.set_defaults(handler=cmd_config_schema)
+
     gen = commands.add_parser("generate", help="regenerate generated/ from protos/")
     gen.add_argument("--root", type=Path, default=Path.cwd(), help="repository root (default: .)")
     mode = gen.add_mutually_exclusive_group()
@@ -459,6 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "generate":
         return cmd_generate(args)
+    if args.command == "config" and args.runtime_only:  # needs no mesh.yaml
+        return cmd_config_schema(None, args)
     path = args.config or Path(os.environ.get("SHOPMESH_CONFIG", "mesh.yaml"))
     try:
         config = load_config(path)

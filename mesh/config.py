@@ -1,118 +1,362 @@
-"""mesh.yaml, parsed once at an entrypoint into frozen dataclasses.
+"""mesh.yaml, validated once at an entrypoint against pydantic models.
 
-Every default lives in the dataclass fields below. Unknown keys and bad values fail
-loading with a ConfigError naming the dotted key, e.g. `services.inventory.replicas`.
-Relative paths in the file are relative to the file's own folder.
+Each section of the file is a frozen pydantic dataclass below, with every default and
+every rule on its fields and a docstring per field: pydantic turns those into the JSON
+Schema that `meshctl config schema` prints and editors show (`mesh_schema()`). They
+are dataclasses rather than BaseModels so that code builds them like plain ones
+(positionally, `dataclasses.replace`), each construction validated too.
+
+Unknown keys and bad values fail loading with a ConfigError naming the dotted key, e.g.
+`services.inventory.replicas` or `authz[1].callers`. Relative paths in the file are
+relative to the file's own folder.
+
+`services.<name>.settings` belongs to the service: to the runtime it is a free-form
+mapping, which the instance checks against the service's own model when it starts
+(`validate_settings`), naming keys the same way (`services.product.settings...`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import ErrorDetails, core_schema
 
 from mesh.errors import ConfigError
 
 __all__ = [
     "ADMIN_IDENTITY",
     "DATAPLANES",
+    "JSON_SCHEMA_DIALECT",
+    "LOG_LEVELS",
     "AuthzRule",
     "BreakerPolicy",
     "ClientPolicy",
-    "DemoProduct",
     "EtcdSettings",
+    "Matches",
     "MeshConfig",
+    "MeshDocument",
+    "MeshSection",
+    "NoSettings",
     "RetryPolicy",
     "ServerSettings",
+    "ServiceSection",
     "ServiceSpec",
     "TelemetrySettings",
     "load_config",
+    "mesh_schema",
     "parse_config",
+    "settings_schema",
+    "validate_settings",
 ]
 
-DATAPLANES = ("direct",)
+_Dataplane = Literal["direct"]
+DATAPLANES: tuple[str, ...] = get_args(_Dataplane)
 """The values of mesh.dataplane this version knows."""
+
+_LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LOG_LEVELS: tuple[str, ...] = get_args(_LogLevel)
+"""The values of telemetry.log_level (read in any case)."""
 
 ADMIN_IDENTITY = "admin"
 """The identity people and tools (meshctl, grpcurl) use; it always gets a certificate."""
 
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+_T = TypeVar("_T")
+_SECTION = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+# An error repeats at most this many characters of a bad value, and of each key.
+_SHOWN = 48
+_KEY_SHOWN = 128
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
+
+
+@dataclasses.dataclass(frozen=True)
+class Matches:
+    """`Annotated[str, Matches(pattern, rule)]`: a string that `pattern` matches whole,
+    refused with `rule` as the message; the JSON Schema gets the pattern."""
+
+    pattern: re.Pattern[str]
+    rule: str
+
+    def check(self, value: str) -> str:
+        if self.pattern.fullmatch(value) is None:
+            raise ValueError(f"{self.rule}, got {_shown(value)}")
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        json_schema["pattern"] = self.schema_pattern
+        return json_schema
+
+    @property
+    def schema_pattern(self) -> str:
+        """The pattern, anchored for JSON Schema (whose patterns match anywhere)."""
+        return f"^(?:{self.pattern.pattern})$"
+
+
+_NAME = Matches(re.compile(r"[a-z][a-z0-9-]{0,62}"), "lowercase letters, digits, '-'")
+_Name = Annotated[StrictStr, _NAME]
 # Lowercase DNS labels joined by dots: the trust domain is also the suffix of the DNS
 # name each workload certificate carries (mesh.identity).
-_DOMAIN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
-_T = TypeVar("_T")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_TrustDomain = Annotated[
+    StrictStr, Matches(re.compile(rf"{_LABEL}(\.{_LABEL})*"), "lowercase DNS labels joined by '.'")
+]
+_Port = Annotated[StrictInt, Field(ge=0, le=65535)]
 
 
-@dataclass(frozen=True)
+def _empty_if_none(value: object) -> object:
+    """A section written with nothing under it (`client:`) is YAML null: all defaults."""
+    return {} if value is None else value
+
+
+_NONE_IS_EMPTY = BeforeValidator(_empty_if_none)
+
+
+@dataclass(frozen=True, config=_SECTION)
 class RetryPolicy:
-    """Retries of UNAVAILABLE on idempotent methods, with exponential backoff and jitter."""
+    """Retries of UNAVAILABLE on idempotent methods only (see the protos), with
+    exponential backoff and jitter. A failure a dependency answered (DependencyFailed)
+    is never retried: each hop retries only its own calls."""
 
-    max_attempts: int = 3
-    initial_backoff: float = 0.05
-    max_backoff: float = 1.0
-    multiplier: float = 2.0
-    jitter: float = 0.2
-    per_try_timeout: float = 2.0
+    max_attempts: StrictInt = Field(default=3, ge=1)
+    """Attempts per call, the first one included."""
+    initial_backoff: StrictFloat = Field(default=0.05, ge=0)
+    """Seconds before the first retry."""
+    max_backoff: StrictFloat = Field(default=1.0, ge=0)
+    """Seconds any backoff is capped at."""
+    multiplier: StrictFloat = Field(default=2.0, ge=1)
+    """How much each backoff grows over the one before."""
+    jitter: StrictFloat = Field(default=0.2, ge=0, le=1)
+    """Share of each backoff that is random."""
+    per_try_timeout: StrictFloat = Field(default=2.0, ge=0.001)
     """Seconds one attempt of an idempotent call may take before it is given up and
     tried on another endpoint (a hung instance costs a call this, not its deadline);
     also the least time an attempt must have had for its DEADLINE_EXCEEDED to count
     against the endpoint's breaker."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class BreakerPolicy:
-    """A per-endpoint breaker: opens after `failure_threshold` consecutive failures."""
+    """A per-endpoint breaker: counts only failures that say the endpoint is unhealthy,
+    never one the request caused."""
 
-    failure_threshold: int = 5
-    reset_timeout: float = 10.0
+    failure_threshold: StrictInt = Field(default=5, ge=1)
+    """Consecutive failures that open it."""
+    reset_timeout: StrictFloat = Field(default=10.0, ge=0.01)
+    """Seconds before one trial call may pass."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class ClientPolicy:
-    """How the mesh client calls other services."""
+    """The proxyless mesh client, in every service: how it calls other services."""
 
-    timeout: float = 5.0
-    connect_timeout: float = 2.0
+    timeout: StrictFloat = Field(default=5.0, ge=0.001)
+    """Seconds: the deadline of a call with none to inherit."""
+    connect_timeout: StrictFloat = Field(default=2.0, ge=0.1)
     """Seconds a new connection (TCP and TLS handshake) gets at least before it counts
     as failed (grpc gives an attempt its reconnect backoff when that is longer, up to
     about 1.2 s): long enough for a busy instance, and, kept below `timeout`, short
     enough that a call can still go to another instance."""
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    retry: Annotated[RetryPolicy, _NONE_IS_EMPTY] = RetryPolicy()
+    breaker: Annotated[BreakerPolicy, _NONE_IS_EMPTY] = BreakerPolicy()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
 class ServerSettings:
     """How an instance stops: deregister, keep serving `drain_delay` s, then give
     in-flight calls `grace_period` s."""
 
-    drain_delay: float = 1.0
-    grace_period: float = 10.0
+    drain_delay: StrictFloat = Field(default=1.0, ge=0)
+    """Seconds an instance keeps serving after deregistering."""
+    grace_period: StrictFloat = Field(default=10.0, ge=0)
+    """Seconds in-flight calls get to finish on SIGTERM."""
 
 
-@dataclass(frozen=True)
+def _without_trailing_slash(value: str) -> str:
+    return value.rstrip("/")  # "/" itself becomes "": keys then start at /services/
+
+
+@dataclass(frozen=True, config=_SECTION)
 class EtcdSettings:
     """The registry. An empty `endpoint` means meshctl runs an embedded etcd."""
 
-    endpoint: str = ""
-    client_port: int = 2379
-    prefix: str = "/shopmesh"
-    lease_ttl: int = 5
+    endpoint: StrictStr = ""
+    """host:port of an etcd to use; empty: meshctl up starts one."""
+    client_port: _Port = 2379
+    """The embedded etcd's client port."""
+    prefix: Annotated[
+        StrictStr,
+        Matches(re.compile("/.*"), "must start with '/'"),
+        AfterValidator(_without_trailing_slash),
+    ] = "/shopmesh"
+    """Instances register at <prefix>/services/<name>/<id>; a trailing '/' is dropped."""
+    lease_ttl: StrictInt = Field(default=5, ge=1)
+    """Seconds: a crashed instance leaves the registry within this."""
 
 
-@dataclass(frozen=True)
+def _lowercase(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+@dataclass(frozen=True, config=_SECTION)
 class TelemetrySettings:
-    trace_sample_ratio: float = 0.01
-    log_level: str = "info"
+    """Tracing and logs."""
+
+    trace_sample_ratio: StrictFloat = Field(default=0.01, ge=0, le=1)
+    """Share of calls without a caller's trace that start one (head sampling, decided at
+    the first server). A caller's W3C traceparent always decides for itself."""
+    log_level: Annotated[_LogLevel, BeforeValidator(_lowercase)] = "info"
+    """Least level of the log lines an instance writes (any case)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_SECTION)
+class MeshSection:
+    """The mesh as a whole: identities, where it listens, where it keeps its files."""
+
+    trust_domain: _TrustDomain = "shop.local"
+    """Identities are spiffe://<trust_domain>/ns/<namespace>/sa/<name>."""
+    namespace: _Name = "default"
+    host: StrictStr = "127.0.0.1"
+    """Every listener binds here."""
+    dataplane: _Dataplane = "direct"
+    """How instances reach each other: "direct" (the proxyless mesh client, mTLS end to
+    end); the sidecar data plane comes with the Envoy issue."""
+    state_dir: StrictStr = ".mesh"
+    """Logs, traces, databases, embedded etcd data, state.json (relative to the file)."""
+    certs_dir: StrictStr = "certs"
+    """ca.crt, <identity>.crt and .key (relative to the file)."""
+
+
+@dataclass(frozen=True, config=_SECTION)
+class ServiceSection:
+    """One service: which module runs it, how many instances meshctl starts, on which
+    ports, and the service's own settings."""
+
+    module: StrictStr | None = None
+    """Module run as `python -m`; default services.<name> ('-' as '_')."""
+    replicas: StrictInt = Field(default=1, ge=1)
+    """Instances meshctl starts; instance <name>-n listens on port + n - 1."""
+    version: StrictStr = "v1"
+    """Registered with each instance."""
+    port: _Port = 0
+    """gRPC port of the first instance; 0: any free port."""
+    metrics_port: _Port = 0
+    """Prometheus port of the first instance; 0: any free port."""
+    settings: Annotated[dict[StrictStr, Any], _NONE_IS_EMPTY] = Field(default_factory=dict)
+    """The service's own settings, checked by the service when it starts (`python -m
+    <module> --settings-schema` prints their schema)."""
+
+
+def _all_non_empty(values: tuple[str, ...]) -> tuple[str, ...]:
+    if not all(values):
+        raise ValueError("must be a list of non-empty strings")
+    return values
+
+
+def _all_names(values: tuple[str, ...]) -> tuple[str, ...]:
+    for value in values:
+        if _NAME.pattern.fullmatch(value) is None:
+            raise ValueError(f"{_shown(value)}: {_NAME.rule}")
+    return values
+
+
+# Lists whose items are checked as a whole, so that an error names the list; the
+# item's rule is in the schema only.
+_NonEmptyStrings = Annotated[
+    tuple[Annotated[StrictStr, WithJsonSchema({"type": "string", "minLength": 1})], ...],
+    AfterValidator(_all_non_empty),
+]
+_Names = Annotated[
+    tuple[
+        Annotated[StrictStr, WithJsonSchema({"type": "string", "pattern": _NAME.schema_pattern})],
+        ...,
+    ],
+    AfterValidator(_all_names),
+]
+
+
+@dataclass(
+    frozen=True, config=_SECTION | {"json_schema_extra": {"required": ["callers", "methods"]}}
+)
+class AuthzRule:
+    """`callers` (identity names, or "*": any identity of this mesh) may call `methods`
+    ("pkg.Service/Method", "pkg.Service/*" or "*"). Everything else is denied."""
+
+    # Both are required: checked after the fields, so that an error names the rule
+    # (`authz[1]`); the schema says so directly.
+    callers: _NonEmptyStrings = Field(default=(), json_schema_extra={"minItems": 1})
+    methods: _NonEmptyStrings = Field(default=(), json_schema_extra={"minItems": 1})
+
+    @model_validator(mode="after")
+    def _needs_both(self) -> AuthzRule:
+        if not self.callers or not self.methods:
+            raise ValueError("needs non-empty callers and methods")
+        return self
+
+
+@dataclass(frozen=True, config=_SECTION)
+class MeshDocument:
+    """mesh.yaml: the one configuration file of a ShopMesh mesh, read by meshctl and by
+    every service instance."""
+
+    services: dict[_Name, Annotated[ServiceSection, _NONE_IS_EMPTY]] = Field(
+        min_length=1, json_schema_extra={"additionalProperties": False}
+    )
+    """Each service of the mesh by name: lowercase letters, digits, '-'."""
+    mesh: Annotated[MeshSection, _NONE_IS_EMPTY] = MeshSection()
+    etcd: Annotated[EtcdSettings, _NONE_IS_EMPTY] = EtcdSettings()
+    server: Annotated[ServerSettings, _NONE_IS_EMPTY] = ServerSettings()
+    client: Annotated[ClientPolicy, _NONE_IS_EMPTY] = ClientPolicy()
+    telemetry: Annotated[TelemetrySettings, _NONE_IS_EMPTY] = TelemetrySettings()
+    identities: _Names = ()
+    """Identities that get a certificate besides each service's and admin's."""
+    authz: tuple[AuthzRule, ...] = ()
+    """Who may call what; the first rule that names the caller and the method allows."""
+
+
+@dataclass(frozen=True, config=_SECTION)
+class NoSettings:
+    """The settings of a service that takes none: any key is refused."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ServiceSpec:
-    """One service: which module runs it and how many instances meshctl starts.
+    """One service as the runtime uses it: its section of mesh.yaml, with its name and
+    module.
 
     Instance n (from 0) listens on `port + n` and serves metrics on `metrics_port + n`;
     a port of 0 means any free port.
@@ -120,64 +364,34 @@ class ServiceSpec:
 
     name: str
     module: str
-    replicas: int = 1
-    version: str = "v1"
-    port: int = 0
-    metrics_port: int = 0
+    replicas: int = ServiceSection.replicas
+    version: str = ServiceSection.version
+    port: int = ServiceSection.port
+    metrics_port: int = ServiceSection.metrics_port
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The service's own settings as written; its instances check them with the
+    service's model (`validate_settings`)."""
 
 
-@dataclass(frozen=True)
-class AuthzRule:
-    """`callers` (identity names, or "*") may call `methods` ("pkg.Service/Method",
-    "pkg.Service/*" or "*")."""
-
-    callers: tuple[str, ...]
-    methods: tuple[str, ...]
-
-
-_PRICE = re.compile(r"^(\d{1,15})(?:\.(\d{1,9}))? ([A-Z]{3})$")
-
-
-@dataclass(frozen=True)
-class DemoProduct:
-    """A demo product: the product service creates it and the inventory service gives
-    it its opening stock, each in its own database, when missing."""
-
-    product_id: str
-    name: str
-    price: str  # "<amount> <ISO 4217 code>", e.g. "24.50 USD"
-    stock: int
-
-    @property
-    def price_parts(self) -> tuple[str, int, int]:
-        """(currency code, whole units, nanos) of the price."""
-        match = _PRICE.match(self.price)
-        assert match is not None, "validated when the config was loaded"
-        units, fraction, currency = match.groups()
-        return currency, int(units), int((fraction or "").ljust(9, "0"))
-
-
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class MeshConfig:
-    """The whole of mesh.yaml."""
+    """The whole of mesh.yaml as the runtime uses it: the `mesh:` section's settings at
+    the top, paths resolved against the file's folder."""
 
     path: Path
-    trust_domain: str = "shop.local"
-    dataplane: str = "direct"
-    """How instances reach each other: "direct" (the proxyless mesh client, mTLS end to
-    end); the sidecar data plane comes with the Envoy issue."""
-    namespace: str = "default"
-    host: str = "127.0.0.1"
-    state_dir: Path = Path(".mesh")
-    certs_dir: Path = Path("certs")
-    etcd: EtcdSettings = field(default_factory=EtcdSettings)
-    server: ServerSettings = field(default_factory=ServerSettings)
-    client: ClientPolicy = field(default_factory=ClientPolicy)
-    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
-    services: Mapping[str, ServiceSpec] = field(default_factory=dict)
+    trust_domain: str = MeshSection.trust_domain
+    dataplane: str = MeshSection.dataplane
+    namespace: str = MeshSection.namespace
+    host: str = MeshSection.host
+    state_dir: Path = Path(MeshSection.state_dir)
+    certs_dir: Path = Path(MeshSection.certs_dir)
+    etcd: EtcdSettings = dataclasses.field(default_factory=EtcdSettings)
+    server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
+    client: ClientPolicy = dataclasses.field(default_factory=ClientPolicy)
+    telemetry: TelemetrySettings = dataclasses.field(default_factory=TelemetrySettings)
+    services: Mapping[str, ServiceSpec] = dataclasses.field(default_factory=dict)
     identities: tuple[str, ...] = ()
     authz: tuple[AuthzRule, ...] = ()
-    demo_products: tuple[DemoProduct, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -195,232 +409,129 @@ class MeshConfig:
         return tuple(dict.fromkeys([*self.services, ADMIN_IDENTITY, *self.identities]))
 
 
-class _Reader:
-    """Typed access to one mapping of the YAML document, naming keys on error."""
+# -- errors ----------------------------------------------------------------------------
 
-    def __init__(self, data: object, path: str) -> None:
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(path, f"must be a mapping, got {type(data).__name__}")
-        self._data: Mapping[str, Any] = data
-        self._path = path
-        self._seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        if not name:
-            return self._path
-        return f"{self._path}.{name}" if self._path else name
-
-    def raw(self, name: str) -> Any:
-        self._seen.add(name)
-        return self._data.get(name)
-
-    def typed(self, name: str, kind: type[_T], default: _T) -> _T:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            raise ConfigError(
-                self.key(name), f"must be {kind.__name__}, got {type(value).__name__} {value!r}"
-            )
-        return value
-
-    def at_least(self, name: str, kind: type[_T], default: _T, minimum: float) -> _T:
-        value = self.typed(name, kind, default)
-        if value < minimum:  # type: ignore[operator]
-            raise ConfigError(self.key(name), f"must be at least {minimum}, got {value!r}")
-        return value
-
-    def port(self, name: str, default: int) -> int:
-        value = self.at_least(name, int, default, 0)
-        if value > 65535:
-            raise ConfigError(self.key(name), f"must be a port number, got {value}")
-        return value
-
-    def names(self, name: str, default: Sequence[str]) -> tuple[str, ...]:
-        value = self.raw(name)
-        if value is None:
-            return tuple(default)
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(self.key(name), "must be a list of non-empty strings")
-        return tuple(value)
-
-    def section(self, name: str) -> _Reader:
-        return _Reader(self.raw(name), self.key(name))
-
-    def items(self) -> list[tuple[str, Any]]:
-        return list(self._data.items())
-
-    def finish(self) -> None:
-        unknown = sorted(set(self._data) - self._seen)
-        if unknown:
-            raise ConfigError(self.key(unknown[0]), "unknown setting")
+_KINDS = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "tuple_type": "a list",
+    "list_type": "a list",
+}
+"""What a value of the wrong type should have been, by pydantic's error type."""
 
 
-def _numbers(reader: _Reader, cls: type[_T], minimums: Mapping[str, float]) -> _T:
-    """A dataclass of numbers: each field read with its default's type and a minimum."""
-    defaults = cls()
-    values = {}
-    for f in fields(cls):  # type: ignore[arg-type]
-        default = getattr(defaults, f.name)
-        values[f.name] = reader.at_least(f.name, type(default), default, minimums.get(f.name, 0))
-    reader.finish()
-    return cls(**values)
+def _described(value: object) -> str:
+    return "null" if value is None else f"{type(value).__name__} {_shown(value)}"
 
 
-def _client(reader: _Reader) -> ClientPolicy:
-    retry = _numbers(
-        reader.section("retry"),
-        RetryPolicy,
-        {"max_attempts": 1, "multiplier": 1, "per_try_timeout": 0.001},
+def _problem(error: ErrorDetails) -> str:
+    """One pydantic error as the rest of a `key: problem` line."""
+    kind, value, ctx = error["type"], error["input"], error.get("ctx", {})
+    if kind in _KINDS:
+        return f"must be {_KINDS[kind]}, got {_described(value)}"
+    bounds = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le")}
+    if kind in bounds:
+        words, bound = bounds[kind]
+        return f"must be {words} {ctx[bound]}, got {_shown(value)}"
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        return "unknown setting"
+    if kind == "missing":
+        return "required"
+    if kind == "too_short":
+        return "must not be empty"  # the only minimum length the models set
+    if kind == "too_long":
+        unit = "characters" if ctx.get("field_type") == "String" else "items"
+        return f"must have at most {ctx['max_length']} {unit}"
+    if kind == "literal_error":
+        return f"must be {ctx['expected']}, got {_shown(value)}"
+    if kind == "string_pattern_mismatch":
+        return f"must match {ctx['pattern']}, got {_shown(value)}"
+    if kind == "value_error":  # a rule of ours: its message says it all
+        return str(ctx["error"])
+    return error["msg"]
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    """pydantic's location of an error as a dotted key: `authz[1].callers`; a mapping's
+    key (followed by "[key]" when the key itself is wrong) is always `.name`."""
+    key = ""
+    for index, part in enumerate(loc):
+        if part == "[key]":
+            continue
+        names_a_key = index + 1 < len(loc) and loc[index + 1] == "[key]"
+        if isinstance(part, int) and not names_a_key:
+            key += f"[{part}]"
+        else:
+            text = str(part)
+            text = text if len(text) <= _KEY_SHOWN else text[: _KEY_SHOWN - 3] + "..."
+            key += f".{text}" if key else text
+    return key
+
+
+def _config_error(error: ValidationError, *within: str) -> ConfigError:
+    """The first problem pydantic found, naming its key (under the keys `within`)."""
+    details = error.errors(include_url=False)
+    first = details[0]
+    problem = _problem(first)
+    if len(details) > 1:
+        problem += f" (and {len(details) - 1} more)"
+    return ConfigError(_dotted((*within, *first["loc"])), problem)
+
+
+# -- loading ---------------------------------------------------------------------------
+
+_DOCUMENT = TypeAdapter(MeshDocument)
+
+
+def _service(name: str, section: ServiceSection) -> ServiceSpec:
+    return ServiceSpec(
+        name=name,
+        module=section.module or f"services.{name.replace('-', '_')}",
+        replicas=section.replicas,
+        version=section.version,
+        port=section.port,
+        metrics_port=section.metrics_port,
+        settings=section.settings,
     )
-    breaker = _numbers(
-        reader.section("breaker"), BreakerPolicy, {"failure_threshold": 1, "reset_timeout": 0.01}
+
+
+def _resolve(document: MeshDocument, path: Path) -> MeshConfig:
+    mesh = document.mesh
+    return MeshConfig(
+        path=path,
+        trust_domain=mesh.trust_domain,
+        dataplane=mesh.dataplane,
+        namespace=mesh.namespace,
+        host=mesh.host,
+        state_dir=path.parent / mesh.state_dir,
+        certs_dir=path.parent / mesh.certs_dir,
+        etcd=document.etcd,
+        server=document.server,
+        client=document.client,
+        telemetry=document.telemetry,
+        services={name: _service(name, s) for name, s in document.services.items()},
+        identities=document.identities,
+        authz=document.authz,
     )
-    timeout = reader.at_least("timeout", float, ClientPolicy.timeout, 0.001)
-    connect_timeout = reader.at_least("connect_timeout", float, ClientPolicy.connect_timeout, 0.1)
-    policy = ClientPolicy(
-        timeout=timeout, connect_timeout=connect_timeout, retry=retry, breaker=breaker
-    )
-    reader.finish()
-    if retry.jitter > 1:
-        raise ConfigError(reader.key("retry.jitter"), "must be between 0 and 1")
-    return policy
-
-
-def _etcd(reader: _Reader) -> EtcdSettings:
-    defaults = EtcdSettings()
-    prefix = reader.typed("prefix", str, defaults.prefix)
-    if not prefix.startswith("/"):
-        raise ConfigError(reader.key("prefix"), f"must start with '/', got {prefix!r}")
-    prefix = prefix.rstrip("/")  # "/" itself becomes "": keys then start at /services/
-    settings = EtcdSettings(
-        endpoint=reader.typed("endpoint", str, defaults.endpoint),
-        client_port=reader.port("client_port", defaults.client_port),
-        prefix=prefix,
-        lease_ttl=reader.at_least("lease_ttl", int, defaults.lease_ttl, 1),
-    )
-    reader.finish()
-    return settings
-
-
-def _services(reader: _Reader) -> dict[str, ServiceSpec]:
-    specs: dict[str, ServiceSpec] = {}
-    for name, _ in reader.items():
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise ConfigError(
-                reader.key(str(name)), "service names are lowercase letters, digits, '-'"
-            )
-        entry = reader.section(name)
-        specs[name] = ServiceSpec(
-            name=name,
-            module=entry.typed("module", str, f"services.{name.replace('-', '_')}"),
-            replicas=entry.at_least("replicas", int, 1, 1),
-            version=entry.typed("version", str, "v1"),
-            port=entry.port("port", 0),
-            metrics_port=entry.port("metrics_port", 0),
-        )
-        entry.finish()
-    if not specs:
-        raise ConfigError(reader.key(""), "declare at least one service")
-    return specs
-
-
-def _authz(raw: object, key: str) -> tuple[AuthzRule, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError(key, "must be a list of {callers: [...], methods: [...]}")
-    rules = []
-    for index, item in enumerate(raw):
-        entry = _Reader(item, f"{key}[{index}]")
-        rule = AuthzRule(callers=entry.names("callers", ()), methods=entry.names("methods", ()))
-        entry.finish()
-        if not rule.callers or not rule.methods:
-            raise ConfigError(entry.key(""), "needs non-empty callers and methods")
-        rules.append(rule)
-    return tuple(rules)
-
-
-def _demo(reader: _Reader) -> tuple[DemoProduct, ...]:
-    raw = reader.raw("products")
-    if raw is None:
-        reader.finish()
-        return ()
-    if not isinstance(raw, list):
-        raise ConfigError(reader.key("products"), "must be a list")
-    products = []
-    for index, item in enumerate(raw):
-        entry = _Reader(item, reader.key(f"products[{index}]"))
-        product = DemoProduct(
-            product_id=entry.typed("product_id", str, ""),
-            name=entry.typed("name", str, ""),
-            price=entry.typed("price", str, ""),
-            stock=entry.at_least("stock", int, 0, 0),
-        )
-        entry.finish()
-        if not _PRICE.match(product.price):
-            raise ConfigError(
-                entry.key("price"), f"must look like '24.50 USD', got {product.price!r}"
-            )
-        if not product.product_id or not product.name:
-            raise ConfigError(entry.key(""), "needs product_id and name")
-        products.append(product)
-    reader.finish()
-    return tuple(products)
 
 
 def parse_config(document: object, path: Path) -> MeshConfig:
-    """Build a MeshConfig from an already-parsed YAML document."""
-    top = _Reader(document, "")
-    mesh = top.section("mesh")
-    defaults = MeshConfig(path=path)
-    telemetry = top.section("telemetry")
-    server = top.section("server")
-    config = MeshConfig(
-        path=path.resolve(),
-        trust_domain=mesh.typed("trust_domain", str, defaults.trust_domain),
-        dataplane=mesh.typed("dataplane", str, defaults.dataplane),
-        namespace=mesh.typed("namespace", str, defaults.namespace),
-        host=mesh.typed("host", str, defaults.host),
-        state_dir=path.resolve().parent / mesh.typed("state_dir", str, str(defaults.state_dir)),
-        certs_dir=path.resolve().parent / mesh.typed("certs_dir", str, str(defaults.certs_dir)),
-        etcd=_etcd(top.section("etcd")),
-        server=ServerSettings(
-            drain_delay=server.at_least("drain_delay", float, ServerSettings.drain_delay, 0),
-            grace_period=server.at_least("grace_period", float, ServerSettings.grace_period, 0),
-        ),
-        client=_client(top.section("client")),
-        telemetry=TelemetrySettings(
-            trace_sample_ratio=telemetry.at_least(
-                "trace_sample_ratio", float, TelemetrySettings.trace_sample_ratio, 0
-            ),
-            log_level=telemetry.typed("log_level", str, "info"),
-        ),
-        services=_services(top.section("services")),
-        identities=top.names("identities", defaults.identities),
-        authz=_authz(top.raw("authz"), "authz"),
-        demo_products=_demo(top.section("demo")),
-    )
-    for reader in (mesh, server, telemetry, top):
-        reader.finish()
-    if config.dataplane not in DATAPLANES:
-        raise ConfigError(
-            "mesh.dataplane", f"must be one of {', '.join(DATAPLANES)}, got {config.dataplane!r}"
-        )
-    if not _DOMAIN.match(config.trust_domain):
-        raise ConfigError("mesh.trust_domain", "lowercase DNS labels joined by '.'")
-    if not _NAME.match(config.namespace):
-        raise ConfigError("mesh.namespace", "lowercase letters, digits, '-'")
-    if config.telemetry.trace_sample_ratio > 1:
-        raise ConfigError("telemetry.trace_sample_ratio", "must be between 0 and 1")
-    for identity in config.identities:
-        if not _NAME.match(identity):
-            raise ConfigError("identities", f"{identity!r}: lowercase letters, digits, '-'")
-    return config
+    """Build a MeshConfig from an already-parsed YAML document.
+
+    Raises:
+        ConfigError: naming the dotted key of the first bad setting.
+    """
+    try:
+        parsed = _DOCUMENT.validate_python(_empty_if_none(document))
+    except ValidationError as error:
+        raise _config_error(error) from error
+    return _resolve(parsed, path.resolve())
 
 
 def load_config(path: Path) -> MeshConfig:
@@ -434,3 +545,66 @@ def load_config(path: Path) -> MeshConfig:
     except yaml.YAMLError as error:
         raise ConfigError("", f"{path} is not valid YAML: {error}") from error
     return parse_config(document, path)
+
+
+def validate_settings(spec: ServiceSpec, model: type[_T]) -> _T:
+    """`spec`'s own settings (`services.<name>.settings`) as an instance of `model`, a
+    pydantic model or dataclass.
+
+    Raises:
+        ConfigError: naming the full dotted key, `services.<name>.settings.<...>`.
+    """
+    try:
+        return TypeAdapter(model).validate_python(spec.settings)
+    except ValidationError as error:
+        raise _config_error(error, "services", spec.name, "settings") from error
+
+
+# -- JSON Schema -----------------------------------------------------------------------
+
+
+def settings_schema(model: type[Any]) -> dict[str, Any]:
+    """The JSON Schema of a service's settings model, on its own."""
+    return {"$schema": JSON_SCHEMA_DIALECT, **TypeAdapter(model).json_schema()}
+
+
+def mesh_schema(service_settings: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The JSON Schema of mesh.yaml: the runtime's part, and for each service named in
+    `service_settings` its `settings` schema (as `settings_schema` gives it)."""
+    schema = {"$schema": JSON_SCHEMA_DIALECT, **_DOCUMENT.json_schema()}
+    services = schema["properties"]["services"]
+    (entry,) = services["patternProperties"].values()  # {"$ref": ServiceSection's}
+    definitions = schema.setdefault("$defs", {})
+    services["properties"] = {
+        name: {**entry, "properties": {"settings": _embedded(name, settings, definitions)}}
+        for name, settings in (service_settings or {}).items()
+    }
+    return schema
+
+
+def _embedded(
+    service: str, schema: Mapping[str, Any], definitions: dict[str, Any]
+) -> dict[str, Any]:
+    """A standalone `schema` as a subschema of the mesh's: its own definitions move to
+    `definitions` as `<service>.<name>`, and its references follow them."""
+    own = schema.get("$defs", {})
+    moved = {f"#/$defs/{name}": f"#/$defs/{service}.{name}" for name in own}
+    for name, definition in own.items():
+        definitions[f"{service}.{name}"] = _retargeted(definition, moved)
+    embedded: dict[str, Any] = _retargeted(
+        {key: value for key, value in schema.items() if key not in ("$schema", "$defs")}, moved
+    )
+    return embedded
+
+
+def _retargeted(node: Any, moved: Mapping[str, str]) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: moved.get(value, value)
+            if key == "$ref" and isinstance(value, str)
+            else _retargeted(value, moved)
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_retargeted(item, moved) for item in node]
+    return node

@@ -137,6 +137,24 @@ class ServiceChannel:
     ) -> _UnaryStream:
         return _UnaryStream(self, method, request_serializer, response_deserializer)
 
+    def stream_unary(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool = False,
+    ) -> _StreamUnary:
+        return _StreamUnary(self, method, request_serializer, response_deserializer)
+
+    def stream_stream(
+        self,
+        method: str,
+        request_serializer: Serializer = None,
+        response_deserializer: Callable[[bytes], Any] | None = None,
+        _registered_method: bool = False,
+    ) -> _StreamStream:
+        return _StreamStream(self, method, request_serializer, response_deserializer)
+
     # -- introspection ---------------------------------------------------------------
 
     def endpoints(self) -> list[Endpoint]:
@@ -221,10 +239,12 @@ class ServiceChannel:
 
     # -- picking and calling -------------------------------------------------------
 
-    def _pick(self, tried: set[str]) -> _Pick:
-        """The next endpoint in round-robin order that may take a call now. The
-        position moves past the endpoint chosen, so skipping one endpoint does not
-        give its successor a double share."""
+    def _pick(self, tried: set[str], last: str | None = None) -> _Pick:
+        """The next endpoint in round-robin order that may take a call now, not one
+        already `tried` by this call. The position moves past the endpoint chosen, so
+        skipping one endpoint does not give its successor a double share. When every
+        endpoint has been tried, it starts over, but not with `last` (the one that just
+        failed) while there is another."""
         order = self._order
         if not order:
             raise NoEndpoints(self.service)
@@ -252,7 +272,8 @@ class ServiceChannel:
                 self._next = start + failing[0] + 1
                 return _Pick(failing[1], admission)
         if tried:
-            return self._pick(set())
+            again = {last} if last is not None and len(order) > 1 else set()
+            return self._pick(again) if again != tried else self._pick(set())
         if soonest is not None:
             raise CircuitOpen(self.service, soonest[1], soonest[0])
         raise NoEndpoints(self.service)
@@ -294,20 +315,12 @@ class ServiceChannel:
         per_try_timeout = self._policy.retry.per_try_timeout
         tried: set[str] = set()
         attempt = 0
+        last: str | None = None
         while True:
-            remaining = until - time.monotonic()
-            if remaining <= 0:
+            if until - time.monotonic() <= 0:
                 raise _deadline_exceeded(self.service, method)
-            try:
-                pick = self._pick(tried)
-            except NoEndpoints:
-                # Nothing was sent, so waiting for an instance is safe for any method.
-                delay = self._retry_delay(attempt, until)
-                if delay is None:
-                    raise
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
+            pick, attempt = await self._pick_or_wait(tried, last, attempt, until)
+            remaining = until - time.monotonic()
             member = pick.member
             callable_ = member.callables.get(method)
             if callable_ is None:
@@ -324,10 +337,10 @@ class ServiceChannel:
                 delay = self._retry_delay(attempt, until) if again else None
                 if delay is None:
                     raise
-                tried.add(member.endpoint.instance_id)
+                last = member.endpoint.instance_id
+                tried.add(last)
                 attempt += 1
-                if self._metrics:
-                    self._metrics.retries.labels(*method.lstrip("/").split("/", 1)).inc()
+                self._count_retry(method)
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
@@ -337,6 +350,26 @@ class ServiceChannel:
                 raise
             member.breaker.record(pick.admission, grpc.StatusCode.OK)
             return response
+
+    async def _pick_or_wait(
+        self, tried: set[str], last: str | None, attempt: int, until: float
+    ) -> tuple[_Pick, int]:
+        """An endpoint for the next attempt (see _pick), and the attempt count. While no
+        endpoint is registered it waits, with backoff, as retries do: nothing was sent,
+        so waiting is safe for any method."""
+        while True:
+            try:
+                return self._pick(tried, last), attempt
+            except NoEndpoints:
+                delay = self._retry_delay(attempt, until)
+                if delay is None:
+                    raise
+                attempt += 1
+                await asyncio.sleep(delay)
+
+    def _count_retry(self, method: str) -> None:
+        if self._metrics:
+            self._metrics.retries.labels(*method.lstrip("/").split("/", 1)).inc()
 
     def _retry_delay(self, attempt: int, until: float) -> float | None:
         """How long to wait before retry number `attempt`, or None if no retry is left
@@ -407,8 +440,9 @@ class _UnaryUnary:
         return await self._owner.call_unary(self._method, self._make, request, timeout, metadata)
 
 
-class _UnaryStream:
-    """Server-streaming calls: balanced like unary ones, never retried once started."""
+class _Shape:
+    """What the stub-facing callables of every shape share: their channel, method and
+    (de)serializers."""
 
     def __init__(
         self,
@@ -422,6 +456,22 @@ class _UnaryStream:
         self._serializer = serializer
         self._deserializer = deserializer
 
+    def _options(self) -> dict[str, Any]:
+        return {
+            "request_serializer": self._serializer,
+            "response_deserializer": self._deserializer,
+        }
+
+    def _fair(self, budget: float) -> bool:
+        return budget >= self._owner._policy.retry.per_try_timeout
+
+
+class _UnaryStream(_Shape):
+    """Server-streaming calls: balanced like unary ones, with the whole deadline (a
+    stream's length is its own, so no per-try timeout). An idempotent one that fails
+    with UNAVAILABLE before its first message is retried like a unary call; once a
+    message has arrived, never (its caller has seen part of it)."""
+
     async def __call__(
         self,
         request: Any,
@@ -430,27 +480,115 @@ class _UnaryStream:
         metadata: Sequence[tuple[str, str | bytes]] | None = None,
         **_: Any,
     ) -> AsyncIterator[Any]:
+        owner, method = self._owner, self._method
+        activate_unsampled()
+        with owner._measured(method, "server_stream"):
+            until = time.monotonic() + owner._budget(timeout)
+            await owner._first_endpoints(until)
+            retryable = is_idempotent(method)
+            tried: set[str] = set()
+            last: str | None = None
+            attempt = 0
+            while True:
+                pick, attempt = await owner._pick_or_wait(tried, last, attempt, until)
+                budget = until - time.monotonic()
+                call = pick.member.channel.unary_stream(method, **self._options())(
+                    request, timeout=budget, metadata=metadata
+                )
+                received = False
+                try:
+                    async for item in call:
+                        received = True
+                        yield item
+                except grpc.aio.AioRpcError as error:
+                    health = health_code(error, fair_chance=self._fair(budget))
+                    pick.member.breaker.record(pick.admission, health)
+                    again = retryable and not received and _retryable(error, cut_by_per_try=False)
+                    delay = owner._retry_delay(attempt, until) if again else None
+                    if delay is None:
+                        raise
+                    last = pick.member.endpoint.instance_id
+                    tried.add(last)
+                    attempt += 1
+                    owner._count_retry(method)
+                    await asyncio.sleep(delay)
+                    continue
+                except BaseException:
+                    # The consumer went away, or this process failed: nothing learnt
+                    # about the endpoint, but a half-open trial slot must be given back.
+                    pick.member.breaker.abandon(pick.admission)
+                    call.cancel()
+                    raise
+                pick.member.breaker.record(pick.admission, grpc.StatusCode.OK)
+                return
+
+
+class _StreamUnary(_Shape):
+    """Client-streaming calls: balanced, with the whole deadline, never retried (the
+    request stream is consumed as it is sent, so it cannot be sent again)."""
+
+    async def __call__(
+        self,
+        request_iterator: AsyncIterator[Any] | Iterator[Any],
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str | bytes]] | None = None,
+        **_: Any,
+    ) -> Any:
         owner = self._owner
         activate_unsampled()
-        with owner._measured(self._method, "server_stream"):
-            budget = owner._budget(timeout)
-            await owner._first_endpoints(time.monotonic() + budget)
-            pick = owner._pick(set())
-            call = pick.member.channel.unary_stream(
-                self._method,
-                request_serializer=self._serializer,
-                response_deserializer=self._deserializer,
-            )(request, timeout=budget, metadata=metadata)
+        with owner._measured(self._method, "client_stream"):
+            pick, budget = await self._start(timeout)
+            call = pick.member.channel.stream_unary(self._method, **self._options())(
+                request_iterator, timeout=budget, metadata=metadata
+            )
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as error:
+                health = health_code(error, fair_chance=self._fair(budget))
+                pick.member.breaker.record(pick.admission, health)
+                raise
+            except BaseException:
+                pick.member.breaker.abandon(pick.admission)
+                call.cancel()
+                raise
+            pick.member.breaker.record(pick.admission, grpc.StatusCode.OK)
+            return response
+
+    async def _start(self, timeout: float | None) -> tuple[_Pick, float]:
+        owner = self._owner
+        until = time.monotonic() + owner._budget(timeout)
+        await owner._first_endpoints(until)
+        pick, _ = await owner._pick_or_wait(set(), None, 0, until)
+        return pick, until - time.monotonic()
+
+
+class _StreamStream(_StreamUnary):
+    """Bidirectional streams: balanced, with the whole deadline, never retried."""
+
+    async def __call__(  # type: ignore[override]
+        self,
+        request_iterator: AsyncIterator[Any] | Iterator[Any],
+        *,
+        timeout: float | None = None,
+        metadata: Sequence[tuple[str, str | bytes]] | None = None,
+        **_: Any,
+    ) -> AsyncIterator[Any]:
+        owner = self._owner
+        activate_unsampled()
+        with owner._measured(self._method, "bidi_stream"):
+            pick, budget = await self._start(timeout)
+            call = pick.member.channel.stream_stream(self._method, **self._options())(
+                request_iterator, timeout=budget, metadata=metadata
+            )
             try:
                 async for item in call:
                     yield item
             except grpc.aio.AioRpcError as error:
-                fair = budget >= owner._policy.retry.per_try_timeout
-                pick.member.breaker.record(pick.admission, health_code(error, fair_chance=fair))
+                health = health_code(error, fair_chance=self._fair(budget))
+                pick.member.breaker.record(pick.admission, health)
                 raise
             except BaseException:
-                # The consumer went away, or this process failed: nothing learnt about the
-                # endpoint, but a half-open breaker's trial slot must be given back.
                 pick.member.breaker.abandon(pick.admission)
                 call.cancel()
                 raise

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
+import json
 import logging
 import os
 import signal
@@ -26,8 +26,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry import trace
 from opentelemetry.instrumentation.grpc import (
@@ -37,10 +36,17 @@ from opentelemetry.instrumentation.grpc import (
 from prometheus_client import CollectorRegistry
 
 from mesh.authz import AuthzTable
-from mesh.client import MeshClient
-from mesh.config import MeshConfig, ServiceSpec, load_config
+from mesh.client import MeshClient, data_plane
+from mesh.config import (
+    MeshConfig,
+    NoSettings,
+    ServiceSpec,
+    load_config,
+    settings_schema,
+    validate_settings,
+)
 from mesh.errors import MeshError
-from mesh.identity import IdentityFiles, SpiffeId, channel_credentials, server_credentials
+from mesh.identity import IdentityFiles, server_credentials
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration
 from mesh.server._interceptor import MeshInterceptor, Registrar
 from mesh.state import etcd_endpoint
@@ -74,6 +80,9 @@ class InstanceSettings:
     metrics_port: int
     etcd_endpoint: str
     version: str
+    service_settings: Any
+    """The service's own settings (`services.<name>.settings`), an instance of the
+    model its `__main__` gave `run_service`."""
     otlp_endpoint: str | None = None
 
     @property
@@ -141,12 +150,13 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
     identity = IdentityFiles(config.certs_dir, spec.name)
     etcd = EtcdClient(settings.etcd_endpoint)
     client = MeshClient(
-        EtcdDiscovery(etcd, config.etcd.prefix),
-        channel_credentials(identity),
-        config.client,
-        identity_of=functools.partial(SpiffeId, config.trust_domain, config.namespace),
-        interceptors=aio_client_interceptors(tracer_provider=provider),  # type: ignore[no-untyped-call]
-        metrics=ClientMetrics(registry),
+        data_plane(
+            config,
+            identity,
+            EtcdDiscovery(etcd, config.etcd.prefix),
+            interceptors=aio_client_interceptors(tracer_provider=provider),  # type: ignore[no-untyped-call]
+            metrics=ClientMetrics(registry),
+        )
     )
     interceptor = MeshInterceptor(
         AuthzTable(config.authz, config.trust_domain, config.namespace),
@@ -160,16 +170,19 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
     )
     registrar = interceptor.registrar(server)  # handlers are wrapped as they are added
     runtime = Runtime(settings, registrar, client, provider.get_tracer(f"services.{spec.name}"))
-    health = HealthServicer()
+    health_servicer = health.aio.HealthServicer()
     metrics: MetricsServer | None = None
     registration: Registration | None = None
     try:
         await setup(runtime)
-        health_pb2_grpc.add_HealthServicer_to_server(health, registrar)  # type: ignore[arg-type]
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)  # type: ignore[arg-type]
         names = [*runtime.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
             reflection.aio.ReflectionServicer([*names, reflection.SERVICE_NAME]), registrar
         )
+        unserved = registrar.unserved()
+        if unserved:
+            raise MeshError(f"added only as generic handlers, so never served: {unserved}")
         address = f"{config.host}:{settings.port}"
         try:
             port = server.add_secure_port(address, server_credentials(identity))
@@ -182,7 +195,7 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
                 f"cannot serve metrics on {config.host}:{settings.metrics_port}: {error.strerror}"
             ) from error
         for name in ["", *runtime.service_names]:  # grpc's servicer starts "" as SERVING
-            await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         endpoint = Endpoint(
             service=spec.name,
@@ -196,7 +209,7 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
             log.info("stopped while registering")  # the finally revokes any lease it got
             return
         for name in ["", *runtime.service_names]:
-            await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving",
             extra={
@@ -213,7 +226,7 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
             config.server.drain_delay,
             config.server.grace_period,
         )
-        await health.enter_graceful_shutdown()
+        await health_servicer.enter_graceful_shutdown()
         await registration.aclose()
         registration = None
         await asyncio.sleep(config.server.drain_delay)
@@ -271,6 +284,11 @@ def _parse(service: str, argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--version", dest="version", help="version to register (default: from mesh.yaml)"
     )
+    parser.add_argument(
+        "--settings-schema",
+        action="store_true",
+        help="print the JSON Schema of the service's settings in mesh.yaml and exit",
+    )
     return parser.parse_args(argv)
 
 
@@ -283,16 +301,28 @@ def _etcd(config: MeshConfig, flag: str | None) -> str:
     return endpoint
 
 
-def run_service(service: str, setup: Setup, argv: Sequence[str] | None = None) -> int:
-    """The whole `__main__` of a service: parse flags, read mesh.yaml, serve until a
-    signal. Returns the process exit code (0 after a graceful stop)."""
+def run_service(
+    service: str,
+    setup: Setup,
+    argv: Sequence[str] | None = None,
+    *,
+    settings: type[Any] = NoSettings,
+) -> int:
+    """The whole `__main__` of a service: parse flags, read mesh.yaml, check the
+    service's own settings against `settings` (a pydantic model or dataclass; the
+    default takes none), serve until a signal. Returns the process exit code: 0 after a
+    graceful stop, 2 for a bad configuration."""
     args = _parse(service, sys.argv[1:] if argv is None else argv)
+    if args.settings_schema:
+        print(json.dumps(settings_schema(settings), indent=2))
+        return 0
     instance_id = args.instance_id or f"{service}-{uuid.uuid4().hex[:8]}"
     configure_logging("info", service=service, instance=instance_id)
     try:
         config = load_config(args.config)
         spec = config.service(service)
-        settings = InstanceSettings(
+        service_settings = validate_settings(spec, settings)
+        instance = InstanceSettings(
             config=config,
             service=spec,
             instance_id=instance_id,
@@ -300,22 +330,23 @@ def run_service(service: str, setup: Setup, argv: Sequence[str] | None = None) -
             metrics_port=spec.metrics_port if args.metrics_port is None else args.metrics_port,
             etcd_endpoint=_etcd(config, args.etcd),
             version=args.version or spec.version,
+            service_settings=service_settings,
             otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         )
     except MeshError as error:
         log.error("cannot start: %s", error)
         return 2
-    logging.getLogger().setLevel(config.telemetry.log_level.upper())
+    logging.getLogger().setLevel(config.telemetry.log_level.upper())  # validated: a level
     log.info(
         "config",
         extra={
             "config": str(config.path),
-            "port": settings.port,
-            "metrics_port": settings.metrics_port,
-            "etcd": settings.etcd_endpoint,
+            "port": instance.port,
+            "metrics_port": instance.metrics_port,
+            "etcd": instance.etcd_endpoint,
         },
     )
-    return _run(settings, setup)
+    return _run(instance, setup)
 
 
 def _run(settings: InstanceSettings, setup: Setup) -> int:

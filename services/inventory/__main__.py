@@ -6,6 +6,7 @@ from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 from mesh.server import Runtime, run_service
 from services.inventory.servicer import InventoryServicer
+from services.inventory.settings import InventorySettings
 from services.inventory.store import InventoryStore
 
 __all__ = ["main", "setup"]
@@ -13,10 +14,11 @@ __all__ = ["main", "setup"]
 
 async def setup(rt: Runtime) -> None:
     """Open the stock database (shared by every instance) and serve InventoryService."""
+    settings: InventorySettings = rt.settings.service_settings
     store = InventoryStore(rt.data_dir / "inventory.db")
     rt.on_close(store.close)
-    for demo in rt.settings.config.demo_products:
-        store.open_stock(demo.product_id, demo.stock, "opening stock (demo data in mesh.yaml)")
+    for product_id, on_hand in settings.opening_stock.items():
+        store.open_stock(product_id, on_hand, "opening stock (inventory's settings in mesh.yaml)")
     rt.add_service(
         inventory_pb2.DESCRIPTOR.services_by_name["InventoryService"],
         InventoryServicer(store),
@@ -25,7 +27,7 @@ async def setup(rt: Runtime) -> None:
 
 
 def main() -> int:
-    return run_service("inventory", setup)
+    return run_service("inventory", setup, settings=InventorySettings)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from grpc_status import rpc_status  # type: ignore[import-untyped]
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
-from mesh.client import ServiceChannel
+from mesh.client import StubChannel
 from mesh.problems import FailedPrecondition, PreconditionViolation
 from services.order.domain import Line, Money
 
@@ -30,7 +30,7 @@ __all__ = [
     "precondition_violations",
 ]
 
-Channel = ServiceChannel | grpc.aio.Channel
+Channel = StubChannel  # a mesh client's channel, or a plain grpc.aio.Channel
 
 
 class Catalog(Protocol):
@@ -71,12 +71,7 @@ class GrpcCatalog:
             product_pb2.BatchGetProductsRequest(product_ids=product_ids), timeout=self._timeout
         )
         prices = {
-            product.product_id: Money(
-                currency_code=product.price.currency_code,
-                units=product.price.units,
-                nanos=product.price.nanos,
-            )
-            for product in response.products
+            product.product_id: Money.from_proto(product.price) for product in response.products
         }
         return [prices.get(product_id) for product_id in product_ids]
 

@@ -6,11 +6,11 @@ import contextlib
 
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
-from mesh.config import DemoProduct
 from mesh.problems import AlreadyExists
 from mesh.server import Runtime, run_service
 from services.product.domain import Money, new_product
 from services.product.servicer import ProductServicer
+from services.product.settings import DemoProduct, ProductSettings
 from services.product.store import ProductStore
 
 __all__ = ["main", "seed_demo", "setup"]
@@ -18,9 +18,10 @@ __all__ = ["main", "seed_demo", "setup"]
 
 async def setup(rt: Runtime) -> None:
     """Open the catalogue database and serve ProductService on it."""
+    settings: ProductSettings = rt.settings.service_settings
     store = ProductStore(rt.data_dir / "product.db")
     rt.on_close(store.close)
-    seed_demo(store, rt.settings.config.demo_products)
+    seed_demo(store, settings.demo_products)
     rt.add_service(
         product_pb2.DESCRIPTOR.services_by_name["ProductService"],
         ProductServicer(store),
@@ -29,7 +30,7 @@ async def setup(rt: Runtime) -> None:
 
 
 def seed_demo(store: ProductStore, products: tuple[DemoProduct, ...]) -> None:
-    """Create the demo products of mesh.yaml that the catalogue lacks."""
+    """Create the demo products of product's settings that the catalogue lacks."""
     for demo in products:
         if store.get(demo.product_id) is not None:
             continue
@@ -43,7 +44,7 @@ def seed_demo(store: ProductStore, products: tuple[DemoProduct, ...]) -> None:
 
 
 def main() -> int:
-    return run_service("product", setup)
+    return run_service("product", setup, settings=ProductSettings)
 
 
 if __name__ == "__main__":

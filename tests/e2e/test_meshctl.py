@@ -8,12 +8,15 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 
 from mesh.supervisor import free_port, read_state
 from tests.e2e.conftest import Workspace, alive, make_workspace
+from tests.harness.mesh import REPO
 
 EXPECTED = {
     ("product", "product-1"),
@@ -80,6 +83,15 @@ def test_another_folder_reaches_the_mesh_by_config_flag_or_environment(
     by_env = elsewhere.meshctl("status", "--json", env={"SHOPMESH_CONFIG": config})
     assert by_env.returncode == 0, by_env.stderr
     assert json.loads(by_env.stdout) == json.loads(by_flag.stdout)
+
+
+def test_up_writes_the_schema_for_editors(running: Workspace) -> None:
+    schema = json.loads((running.root / ".mesh" / "mesh.schema.json").read_text())
+
+    named = schema["properties"]["services"]["properties"]
+    assert set(named) == {"product", "inventory", "order"}
+    document = yaml.safe_load((running.root / "mesh.yaml").read_text())
+    assert list(jsonschema.Draft202012Validator(schema).iter_errors(document)) == []
 
 
 def test_a_second_up_is_refused_while_one_runs(running: Workspace) -> None:
@@ -155,6 +167,51 @@ def test_a_bad_config_is_refused_naming_the_key(tmp_path: Path) -> None:
     result = workspace.meshctl("status")
     assert result.returncode == 2
     assert "services.inventory.replicas" in result.stderr
+
+
+def _settings_of(schema: dict[str, Any], service: str) -> dict[str, Any]:
+    entry: dict[str, Any] = schema["properties"]["services"]["properties"][service]
+    return entry["properties"]["settings"]
+
+
+def test_config_schema_holds_each_services_settings_and_mesh_yaml_fits_it(
+    tmp_path: Path,
+) -> None:
+    workspace = make_workspace(tmp_path)
+
+    result = workspace.meshctl("config", "schema")
+
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert "demo_products" in _settings_of(schema, "product")["properties"]
+    assert "opening_stock" in _settings_of(schema, "inventory")["properties"]
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in (REPO / "mesh.yaml", tmp_path / "mesh.yaml"):
+        assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path
+    document = yaml.safe_load((REPO / "mesh.yaml").read_text())
+    document["services"]["inventory"]["settings"]["opening_stock"]["sku-mug"] = -1
+    assert not validator.is_valid(document)
+
+
+def test_config_schema_leaves_a_failing_services_settings_free_form(tmp_path: Path) -> None:
+    workspace = make_workspace(tmp_path, broken={"module": "services.does_not_exist"})
+
+    result = workspace.meshctl("config", "schema")
+
+    assert result.returncode == 0, result.stderr
+    assert "services.broken.settings left free-form" in result.stderr
+    named = json.loads(result.stdout)["properties"]["services"]["properties"]
+    assert set(named) == {"product", "inventory", "order"}
+
+
+def test_config_schema_of_the_runtime_only_needs_no_mesh_yaml(tmp_path: Path) -> None:
+    result = Workspace(tmp_path).meshctl("config", "schema", "--runtime-only")
+
+    assert result.returncode == 0, result.stderr
+    schema = json.loads(result.stdout)
+    assert schema["properties"]["services"]["properties"] == {}
+    assert "telemetry" in schema["properties"]
 
 
 @pytest.mark.usefixtures("binaries")

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from mesh.client import MeshClient
+from mesh.client import DirectDataPlane, MeshClient
 from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config
 from mesh.identity import IdentityFiles, SpiffeId, channel_credentials, ensure_certificates
 from mesh.registry import EtcdClient, EtcdDiscovery
@@ -34,7 +34,8 @@ def write_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> MeshConfig:
     """root/mesh.yaml: the repo's mesh.yaml with every port 0, a fresh registry prefix,
-    short leases and drains, and only the services in `replicas`."""
+    short leases and drains, and only the services in `replicas` (each with its
+    settings from the repo's file, so the demo data is there)."""
     document = yaml.safe_load((REPO / "mesh.yaml").read_text())
     document["mesh"].update(state_dir=str(root / ".mesh"), certs_dir=str(certs_dir))
     document["etcd"] = {
@@ -43,8 +44,15 @@ def write_config(
         "lease_ttl": 2,
     }
     document["server"] = {"drain_delay": 0.5, "grace_period": 5.0}
+    repo_services = document["services"]
     document["services"] = {
-        name: {"replicas": count, "port": 0, "metrics_port": 0} for name, count in replicas.items()
+        name: {
+            "replicas": count,
+            "port": 0,
+            "metrics_port": 0,
+            "settings": repo_services.get(name, {}).get("settings", {}),
+        }
+        for name, count in replicas.items()
     }
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):
@@ -103,12 +111,14 @@ class MeshHarness:
         from dataclasses import replace
 
         client = MeshClient(
-            EtcdDiscovery(self.etcd, self.config.etcd.prefix),
-            channel_credentials(IdentityFiles(self.config.certs_dir, identity)),
-            replace(self.config.client, **policy),
-            identity_of=functools.partial(
-                SpiffeId, self.config.trust_domain, self.config.namespace
-            ),
+            DirectDataPlane(
+                EtcdDiscovery(self.etcd, self.config.etcd.prefix),
+                channel_credentials(IdentityFiles(self.config.certs_dir, identity)),
+                replace(self.config.client, **policy),
+                identity_of=functools.partial(
+                    SpiffeId, self.config.trust_domain, self.config.namespace
+                ),
+            )
         )
         self._clients.append(client)
         return client

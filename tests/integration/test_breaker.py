@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mesh.client import MeshClient
+from mesh.client import DirectDataPlane, MeshClient
 from mesh.config import BreakerPolicy, ClientPolicy, RetryPolicy
 from mesh.errors import CircuitOpen
 from mesh.identity import IdentityFiles, channel_credentials, ensure_certificates
@@ -84,10 +84,12 @@ async def endpoint(tmp_path: Path) -> AsyncIterator[tuple[ScriptedHealth, MeshCl
         breaker=BreakerPolicy(failure_threshold=FAILURES_TO_OPEN, reset_timeout=RESET_TIMEOUT),
     )
     client = MeshClient(
-        StaticSource([Endpoint("flaky", "flaky-1", address)]),
-        channel_credentials(IdentityFiles(tmp_path, "admin")),
-        policy,
-        identity_of=IDENTITY_OF,
+        DirectDataPlane(
+            StaticSource([Endpoint("flaky", "flaky-1", address)]),
+            channel_credentials(IdentityFiles(tmp_path, "admin")),
+            policy,
+            identity_of=IDENTITY_OF,
+        )
     )
     try:
         yield servicer, client

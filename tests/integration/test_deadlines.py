@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry
 
 from mesh.authz import AuthzTable
-from mesh.client import MeshClient
+from mesh.client import DirectDataPlane, MeshClient
 from mesh.config import AuthzRule, ClientPolicy
 from mesh.identity import IdentityFiles, channel_credentials, ensure_certificates
 from mesh.registry import Endpoint
@@ -66,18 +66,20 @@ async def chain(tmp_path: Path) -> AsyncIterator[tuple[health_pb2_grpc.HealthStu
     interceptor = MeshInterceptor(
         AuthzTable(RULES, "shop.local", "default"), ServerMetrics(CollectorRegistry())
     )
-    back, back_address = await start_server(tmp_path, "back", [interceptor])
+    back, back_address = await start_server(tmp_path, "back")
     back_servicer = Back()
-    health_pb2_grpc.add_HealthServicer_to_server(back_servicer, back)
+    health_pb2_grpc.add_HealthServicer_to_server(back_servicer, interceptor.registrar(back))
     front_client = MeshClient(
-        StaticSource([Endpoint("back", "back-1", back_address)]),
-        channel_credentials(IdentityFiles(tmp_path, "front")),
-        ClientPolicy(timeout=DEFAULT_TIMEOUT),
-        identity_of=IDENTITY_OF,
+        DirectDataPlane(
+            StaticSource([Endpoint("back", "back-1", back_address)]),
+            channel_credentials(IdentityFiles(tmp_path, "front")),
+            ClientPolicy(timeout=DEFAULT_TIMEOUT),
+            identity_of=IDENTITY_OF,
+        )
     )
-    front, front_address = await start_server(tmp_path, "front", [interceptor])
+    front, front_address = await start_server(tmp_path, "front")
     front_servicer = Front(front_client)
-    health_pb2_grpc.add_HealthServicer_to_server(front_servicer, front)
+    health_pb2_grpc.add_HealthServicer_to_server(front_servicer, interceptor.registrar(front))
     await back.start()
     await front.start()
     channel = grpc.aio.secure_channel(

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from mesh.authz import AuthzTable
-from mesh.client import MeshClient
+from mesh.client import DirectDataPlane, MeshClient
 from mesh.config import AuthzRule, BreakerPolicy, ClientPolicy, RetryPolicy
 from mesh.identity import IdentityFiles, channel_credentials, ensure_certificates
 from mesh.problems import DEPENDENCY_FAILED, Unavailable, error_reason
@@ -76,10 +76,12 @@ async def chain(tmp_path: Path) -> AsyncIterator[Chain]:
 
     def client(identity: str) -> MeshClient:
         return MeshClient(
-            source,
-            channel_credentials(IdentityFiles(tmp_path, identity)),
-            POLICY,
-            identity_of=IDENTITY_OF,
+            DirectDataPlane(
+                source,
+                channel_credentials(IdentityFiles(tmp_path, identity)),
+                POLICY,
+                identity_of=IDENTITY_OF,
+            )
         )
 
     clients = {"test": client("admin"), "hop1": client("hop1"), "hop2": client("hop2")}

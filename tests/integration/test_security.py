@@ -15,7 +15,7 @@ from grpc_status import rpc_status
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-from mesh.client import MeshClient
+from mesh.client import DirectDataPlane, MeshClient
 from mesh.config import RetryPolicy
 from mesh.identity import (
     CertificateAuthority,
@@ -179,10 +179,12 @@ async def test_the_client_checks_that_an_endpoint_is_the_service_it_calls(
     """An inventory instance registered under "product" cannot take product's calls:
     it cannot prove product's identity, so the TLS handshake fails before any call."""
     client = MeshClient(
-        LyingSource(service, declared, _address(shop, "inventory-1")),
-        channel_credentials(IdentityFiles(shop.config.certs_dir, "admin")),
-        replace(shop.config.client, timeout=3.0, retry=RetryPolicy(max_attempts=1)),
-        identity_of=IDENTITY_OF,
+        DirectDataPlane(
+            LyingSource(service, declared, _address(shop, "inventory-1")),
+            channel_credentials(IdentityFiles(shop.config.certs_dir, "admin")),
+            replace(shop.config.client, timeout=3.0, retry=RetryPolicy(max_attempts=1)),
+            identity_of=IDENTITY_OF,
+        )
     )
     async with client:
         status = await _check(client.channel(service))

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2_grpc
 from prometheus_client import CollectorRegistry
 from shop.inventory.v1 import inventory_pb2  # noqa: F401  (fills the descriptor pool)
 
@@ -25,6 +26,7 @@ from mesh.errors import CircuitOpen, NoEndpoints
 from mesh.problems import DependencyFailed, Problem, Unavailable
 from mesh.registry import Endpoint
 from mesh.telemetry import ClientMetrics
+from tests.harness import shapes
 
 SERVICE = "inventory"
 GET_STOCK = "/shop.inventory.v1.InventoryService/GetStock"  # NO_SIDE_EFFECTS
@@ -133,6 +135,54 @@ class FakeChannel:
 
         return call
 
+    def unary_stream(self, method: str, **_: Any) -> Callable[..., AsyncIterator[Any]]:
+        """Three messages, or the instance's failure: before the first message, or,
+        for one in `breaks_midway`, after it."""
+
+        async def call(request: Any, timeout: float | None = None, metadata: Any = None) -> Any:
+            instance_id = self.endpoint.instance_id
+            self.dialer.calls.append(Call(instance_id, method, request, timeout))
+            failure = self.dialer.failures.get(instance_id)
+            for index in range(3):
+                if failure is not None and (
+                    index == 1 or instance_id not in self.dialer.breaks_midway
+                ):
+                    raise rpc_error(failure) if isinstance(failure, grpc.StatusCode) else failure
+                yield f"{instance_id}:{index}"
+
+        return call
+
+    def stream_unary(self, method: str, **_: Any) -> Callable[..., Awaitable[Any]]:
+        """Answers with every request it read, joined."""
+
+        async def call(requests: Any, timeout: float | None = None, metadata: Any = None) -> Any:
+            instance_id = self.endpoint.instance_id
+            self.dialer.calls.append(Call(instance_id, method, "stream", timeout))
+            read = [item async for item in requests]
+            self._fail_if_told()
+            return f"{instance_id} read {'+'.join(read)}"
+
+        return call
+
+    def stream_stream(self, method: str, **_: Any) -> Callable[..., AsyncIterator[Any]]:
+        """Echoes every request it reads."""
+
+        async def call(requests: Any, timeout: float | None = None, metadata: Any = None) -> Any:
+            instance_id = self.endpoint.instance_id
+            self.dialer.calls.append(Call(instance_id, method, "stream", timeout))
+            self._fail_if_told()
+            async for item in requests:
+                yield f"{instance_id} echoes {item}"
+
+        return call
+
+    def _fail_if_told(self) -> None:
+        failure = self.dialer.failures.get(self.endpoint.instance_id)
+        if isinstance(failure, grpc.aio.AioRpcError):
+            raise failure
+        if failure is not None:
+            raise rpc_error(failure)
+
     async def close(self, grace: float | None = None) -> None:
         self.close_grace = grace
         self.closed.set()
@@ -149,6 +199,7 @@ class Dialer:
         self.failures: dict[str, grpc.StatusCode | grpc.aio.AioRpcError] = {}
         self.crashes: set[str] = set()
         self.hung: set[str] = set()
+        self.breaks_midway: set[str] = set()
 
     def __call__(self, endpoint: Endpoint) -> Any:
         channel = FakeChannel(endpoint, self)
@@ -848,3 +899,172 @@ async def test_a_deadline_the_caller_cut_short_does_not_count_against_the_endpoi
             await call(channel, ADJUST_STOCK, timeout=0.01)  # a caller in a hurry
 
     assert channel.breaker("a").state == "closed"
+
+
+# -- every call shape ---------------------------------------------------------------
+
+
+async def requests(*items: str) -> AsyncIterator[str]:
+    for item in items:
+        yield item
+
+
+async def test_stubs_of_every_shape_take_the_channel(
+    source: FakeSource, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    """Generated stubs create one callable per method in their constructor: a stub
+    with a client- or bidirectional-streaming method needs those shapes too."""
+    channel = await make()
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)  # one stream-stream method
+
+    assert callable(stub.ServerReflectionInfo)
+
+
+@pytest.mark.parametrize("shape", ["unary_unary", "unary_stream", "stream_unary", "stream_stream"])
+async def test_every_shape_goes_round_robin_with_the_callers_deadline(
+    source: FakeSource,
+    dialer: Dialer,
+    make: Callable[..., Awaitable[ServiceChannel]],
+    shape: str,
+) -> None:
+    source.publish(A, B)
+    channel = await make()
+    method = {"unary_unary": shapes.GET, "unary_stream": shapes.WATCH}.get(shape, shapes.UPLOAD)
+    if shape == "stream_stream":
+        method = shapes.CHAT
+
+    for _ in range(4):
+        await run_shape(channel, shape, method, timeout=2.0)
+
+    assert dialer.called() == ["a", "b", "a", "b"]
+    assert all(c.timeout is not None and 1.5 < c.timeout <= 2.0 for c in dialer.calls)
+
+
+async def run_shape(channel: ServiceChannel, shape: str, method: str, **kwargs: Any) -> Any:
+    """One call of `shape`, its answer (a list for response streams)."""
+    factory = getattr(channel, shape)(
+        method, request_serializer=serialize, response_deserializer=deserialize
+    )
+    if shape == "unary_unary":
+        return await factory("request", **kwargs)
+    if shape == "unary_stream":
+        return [item async for item in factory("request", **kwargs)]
+    if shape == "stream_unary":
+        return await factory(requests("x", "y"), **kwargs)
+    return [item async for item in factory(requests("x", "y"), **kwargs)]
+
+
+async def test_client_and_bidi_streams_carry_their_requests(
+    source: FakeSource, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    source.publish(A)
+    channel = await make()
+
+    assert await run_shape(channel, "stream_unary", shapes.UPLOAD) == "a read x+y"
+    assert await run_shape(channel, "stream_stream", shapes.CHAT) == ["a echoes x", "a echoes y"]
+
+
+async def test_a_server_stream_that_fails_before_its_first_message_is_retried(
+    source: FakeSource, dialer: Dialer, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    source.publish(A, B)
+    channel = await make()
+    dialer.failures["a"] = grpc.StatusCode.UNAVAILABLE
+
+    received = await run_shape(channel, "unary_stream", shapes.WATCH)
+
+    assert received == ["b:0", "b:1", "b:2"]
+    assert dialer.called() == ["a", "b"]
+    assert channel.breaker("a").failures == 1
+
+
+async def test_a_server_stream_that_fails_after_a_message_is_not_retried(
+    source: FakeSource, dialer: Dialer, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    source.publish(A, B)
+    channel = await make()
+    dialer.failures["a"] = grpc.StatusCode.UNAVAILABLE
+    dialer.breaks_midway.add("a")
+    stream = channel.unary_stream(
+        shapes.WATCH, request_serializer=serialize, response_deserializer=deserialize
+    )
+    received: list[str] = []
+
+    async def drain() -> None:
+        async for item in stream("request"):
+            received.append(item)
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await drain()
+
+    assert error.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert received == ["a:0"]  # the caller saw part of the stream: no second one
+    assert dialer.called() == ["a"]
+
+
+@pytest.mark.parametrize("shape", ["stream_unary", "stream_stream"])
+async def test_a_request_stream_is_never_retried(
+    source: FakeSource,
+    dialer: Dialer,
+    make: Callable[..., Awaitable[ServiceChannel]],
+    shape: str,
+) -> None:
+    source.publish(A, B)
+    channel = await make()
+    dialer.failures["a"] = grpc.StatusCode.UNAVAILABLE
+
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await run_shape(channel, shape, shapes.UPLOAD if shape == "stream_unary" else shapes.CHAT)
+
+    assert error.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert dialer.called() == ["a"]  # consumed as it was sent: it cannot be sent again
+    assert channel.breaker("a").failures == 1
+
+
+# -- retries: the deadline, and never straight back to the failed endpoint --------------
+
+
+async def test_a_retry_whose_backoff_would_outlast_the_deadline_is_not_made(
+    source: FakeSource, dialer: Dialer, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    source.publish(A, B)
+    channel = await make(backoff=Backoff(initial=0.5, maximum=0.5, jitter=0.0))
+    dialer.failures["a"] = grpc.StatusCode.UNAVAILABLE
+
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call(channel, GET_STOCK, timeout=0.2)
+
+    assert error.value.code() is grpc.StatusCode.UNAVAILABLE  # the real error, at once
+    assert time.monotonic() - started < 0.1
+    assert dialer.called() == ["a"]
+
+
+async def test_a_retry_never_goes_straight_back_to_the_endpoint_that_failed(
+    source: FakeSource, dialer: Dialer, make: Callable[..., Awaitable[ServiceChannel]]
+) -> None:
+    """Every endpoint fails, and concurrent calls keep moving the round-robin cursor:
+    once a call has tried them all, it starts over, but not where it just failed."""
+    source.publish(A, B)
+    policy = replace(
+        POLICY,
+        retry=RetryPolicy(max_attempts=5, per_try_timeout=60.0),
+        breaker=BreakerPolicy(failure_threshold=1000, reset_timeout=60.0),  # out of the way
+    )
+    channel = await make(policy, backoff=Backoff(initial=0.001, maximum=0.003, jitter=0.9))
+    dialer.failures.update(a=grpc.StatusCode.UNAVAILABLE, b=grpc.StatusCode.UNAVAILABLE)
+    rpc = channel.unary_unary(
+        GET_STOCK, request_serializer=serialize, response_deserializer=deserialize
+    )
+
+    await asyncio.gather(
+        *(rpc(f"call-{n}", timeout=5.0) for n in range(10)), return_exceptions=True
+    )
+
+    by_call: dict[str, list[str]] = {}
+    for made in dialer.calls:
+        by_call.setdefault(made.request, []).append(made.instance_id)
+    assert len(by_call) == 10
+    for sequence in by_call.values():
+        assert all(first != second for first, second in itertools.pairwise(sequence)), sequence

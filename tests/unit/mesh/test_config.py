@@ -1,22 +1,34 @@
-"""mesh.config: defaults, the dotted key of every validation error, path resolution."""
+"""mesh.config: defaults, the dotted key of every validation error, path resolution,
+services' own settings, and the JSON Schema of the runtime's part."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
+from pydantic import ConfigDict, Field, StrictInt
+from pydantic.dataclasses import dataclass
 
+from mesh.cli import SCHEMA_FILE
+from mesh.cli import main as meshctl
 from mesh.config import (
     ADMIN_IDENTITY,
+    LOG_LEVELS,
     BreakerPolicy,
     ClientPolicy,
     EtcdSettings,
+    NoSettings,
     RetryPolicy,
     ServerSettings,
+    ServiceSpec,
     TelemetrySettings,
     load_config,
+    mesh_schema,
     parse_config,
+    validate_settings,
 )
 from mesh.errors import ConfigError
 
@@ -346,3 +358,175 @@ def test_the_repositorys_mesh_yaml_loads() -> None:
     assert config.root == REPO
     assert config.authz
     assert ADMIN_IDENTITY in config.all_identities()
+
+
+@pytest.mark.parametrize("level", ["verbose", "", "inf0"])
+def test_an_unknown_log_level_is_refused_naming_the_key(level: str) -> None:
+    error = config_error(minimal(telemetry={"log_level": level}))
+
+    assert error.key == "telemetry.log_level"
+    assert all(known in error.problem for known in LOG_LEVELS)
+
+
+@pytest.mark.parametrize(("written", "level"), [("WARNING", "warning"), ("Debug", "debug")])
+def test_log_levels_are_read_in_any_case(tmp_path: Path, written: str, level: str) -> None:
+    config = parse_config(minimal(telemetry={"log_level": written}), tmp_path / "mesh.yaml")
+
+    assert config.telemetry.log_level == level
+
+
+def test_meshctl_exits_2_naming_a_bad_log_level(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "mesh.yaml"
+    path.write_text(yaml.safe_dump(minimal(telemetry={"log_level": "verbose"})))
+
+    code = meshctl(["--config", str(path), "status"])
+
+    assert code == 2
+    assert "telemetry.log_level" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"services": {"shop": {"replicas": 0}}}, "must be at least 1, got 0"),
+        ({"services": {"shop": {"port": 70000}}}, "must be at most 65535, got 70000"),
+        (minimal(colour="blue"), "unknown setting"),
+        (minimal(client={"timeout": "fast"}), "must be a number, got str 'fast'"),
+        (minimal(mesh={"dataplane": "envoy"}), "must be 'direct', got 'envoy'"),
+        (minimal(mesh={"namespace": "A"}), "lowercase letters, digits, '-', got 'A'"),
+        ({"mesh": {}}, "required"),
+    ],
+)
+def test_problems_read_as_a_sentence_about_the_key(document: object, problem: str) -> None:
+    assert config_error(document).problem == problem
+
+
+def test_an_error_repeats_little_of_a_long_value() -> None:
+    error = config_error(minimal(client={"timeout": "x" * 10_000}))
+
+    assert error.key == "client.timeout"
+    assert len(str(error)) < 100
+
+
+def test_a_key_holds_list_indexes_and_mapping_keys() -> None:
+    rules = [{"callers": ["*"], "methods": ["*"]}, {"callers": [7], "methods": ["*"]}]
+
+    assert config_error(minimal(authz=rules)).key == "authz[1].callers[0]"
+    assert config_error({"services": {"shop": {"settings": 3}}}).key == "services.shop.settings"
+
+
+def test_sections_written_empty_take_their_defaults(tmp_path: Path) -> None:
+    config = parse_config(minimal(client=None, etcd=None), tmp_path / "mesh.yaml")
+
+    assert config.client == ClientPolicy()
+    assert config.etcd == EtcdSettings()
+
+
+def test_the_mesh_types_validate_when_code_builds_them() -> None:
+    with pytest.raises(ValueError, match="max_attempts"):
+        RetryPolicy(max_attempts=0)
+
+
+# -- services' own settings ------------------------------------------------------------
+
+
+@dataclass(frozen=True, config=ConfigDict(extra="forbid"))
+class Limits:
+    """A service's settings model, as a service declares one."""
+
+    burst: StrictInt = Field(default=1, ge=1)
+
+
+def test_a_services_settings_are_free_form_to_the_runtime(tmp_path: Path) -> None:
+    settings = {"anything": [1, {"nested": True}]}
+
+    config = parse_config({"services": {"shop": {"settings": settings}}}, tmp_path / "m.yaml")
+
+    assert config.service("shop").settings == settings
+
+
+def test_a_services_model_reads_its_settings() -> None:
+    spec = ServiceSpec("shop", "services.shop", settings={"burst": 4})
+
+    assert validate_settings(spec, Limits) == Limits(burst=4)
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        ({"burst": 0}, "services.shop.settings.burst"),
+        ({"bursts": 2}, "services.shop.settings.bursts"),
+    ],
+)
+def test_a_bad_setting_of_a_service_is_named_in_full(settings: dict[str, int], key: str) -> None:
+    spec = ServiceSpec("shop", "services.shop", settings=settings)
+
+    with pytest.raises(ConfigError) as caught:
+        validate_settings(spec, Limits)
+
+    assert caught.value.key == key
+
+
+def test_a_service_without_settings_refuses_any() -> None:
+    spec = ServiceSpec("shop", "services.shop", settings={"colour": "blue"})
+
+    with pytest.raises(ConfigError) as caught:
+        validate_settings(spec, NoSettings)
+
+    assert (caught.value.key, caught.value.problem) == (
+        "services.shop.settings.colour",
+        "unknown setting",
+    )
+    assert validate_settings(ServiceSpec("shop", "services.shop"), NoSettings) == NoSettings()
+
+
+# -- the JSON Schema of the runtime's part ----------------------------------------------
+
+RUNTIME_SCHEMA = jsonschema.Draft202012Validator(mesh_schema())
+
+
+def test_the_runtime_schema_is_a_draft_2020_12_schema() -> None:
+    jsonschema.Draft202012Validator.check_schema(RUNTIME_SCHEMA.schema)
+    assert RUNTIME_SCHEMA.schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_the_repositorys_mesh_yaml_validates_against_the_runtime_schema() -> None:
+    document = yaml.safe_load((REPO / "mesh.yaml").read_text())
+
+    assert [error.message for error in RUNTIME_SCHEMA.iter_errors(document)] == []
+
+
+def test_the_repositorys_mesh_yaml_names_the_schema_file_meshctl_up_writes() -> None:
+    first_line = (REPO / "mesh.yaml").read_text().splitlines()[0]
+    modeline, _, schema = first_line.partition("$schema=")
+
+    assert modeline == "# yaml-language-server: "
+    assert REPO / schema == load_config(REPO / "mesh.yaml").state_dir / SCHEMA_FILE
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        minimal(colour="blue"),
+        minimal(client={"retry": {"max_tries": 2}}),
+        {"services": {"shop": {"replicas": True}}},
+        {"services": {"shop": {"port": 70000}}},
+        {"services": {"Shop": {}}},
+        {"services": {}},
+        minimal(client={"retry": {"jitter": 1.5}}),
+        minimal(telemetry={"log_level": "verbose"}),
+        minimal(telemetry={"trace_sample_ratio": 1.5}),
+        minimal(mesh={"dataplane": "envoy"}),
+        minimal(mesh={"trust_domain": "shop..local"}),
+        minimal(etcd={"prefix": "shopmesh"}),
+        minimal(identities=["Not_OK"]),
+        minimal(authz=[{"methods": ["*"]}]),
+        minimal(authz=[{"callers": ["admin", ""], "methods": ["*"]}]),
+    ],
+)
+def test_the_runtime_schema_refuses_what_loading_refuses(document: dict[str, Any]) -> None:
+    config_error(document)
+
+    assert not RUNTIME_SCHEMA.is_valid(document)

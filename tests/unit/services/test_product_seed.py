@@ -1,4 +1,5 @@
-"""Demo products from mesh.yaml are created once, and never overwrite the catalogue."""
+"""Demo products from product's settings are created once, and never overwrite the
+catalogue."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from mesh.config import DemoProduct
 from services.product.__main__ import seed_demo
 from services.product.domain import Money, new_product
+from services.product.settings import DemoProduct
 from services.product.store import ProductStore
 
 DEMO = (
-    DemoProduct(product_id="sku-espresso", name="Espresso", price="24.50 USD", stock=40),
-    DemoProduct(product_id="sku-mug", name="Mug", price="12 EUR", stock=3),
+    DemoProduct(product_id="sku-espresso", name="Espresso", price="24.50 USD"),
+    DemoProduct(product_id="sku-mug", name="Mug", price="12 EUR"),
 )
 
 
