@@ -5,11 +5,10 @@ exceptions into gRPC statuses (a downstream failure the mesh client could not re
 away becomes DependencyFailed, so callers do not retry it again), and the choice of
 which calls OpenTelemetry traces.
 
-Each handler is wrapped once. The runtime wraps them as servicers register them
-(`MeshInterceptor.registrar(server)`), so calls skip grpc.aio's interceptor pipeline,
-which costs a measurable share of a Python server's throughput even for a no-op
-interceptor; a unary method gets one wrapper per sampling decision, and the method
-lookup picks one per call (see Registrar).
+Each handler is wrapped once, as servicers register them
+(`MeshInterceptor.registrar(server)`), and registered with the server as it is: calls
+skip grpc.aio's interceptor pipeline, which costs a measurable share of a Python
+server's throughput even for a no-op interceptor.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Literal, NoReturn, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import grpc
 from google.protobuf import descriptor_pool
@@ -28,10 +27,8 @@ from opentelemetry.trace import format_trace_id
 
 from mesh import inbound
 from mesh.authz import AuthzTable, Decision
-from mesh.inbound import TraceIds
 from mesh.problems import DependencyFailed, MalformedRequest, Problem, bounded
 from mesh.telemetry import (
-    TRACEPARENT,
     HeadSampler,
     MethodMetrics,
     ServerMetrics,
@@ -103,43 +100,6 @@ class _CallDetails(grpc.HandlerCallDetails):
         self.invocation_metadata = tuple(metadata)
 
 
-Decide: TypeAlias = Callable[
-    [Iterable[tuple[str, str | bytes]] | None], TraceIds | Literal[True] | None
-]
-"""Decides from a call's metadata whether it is traced (see HeadSampler.decide)."""
-
-
-def _always_traced(metadata: object) -> Literal[True]:
-    """The decision for calls the method lookup has already picked for tracing."""
-    return True
-
-
-class _Route:
-    """A method's guarded handlers, one per sampling decision, for the dispatcher to
-    pick from once it has looked at the call's metadata. `starts_trace` is None when
-    there is nothing to pick (streams, methods never traced, no tracing at all): the
-    dispatcher then always takes `deciding`, the wrapper that decides for itself."""
-
-    __slots__ = ("deciding", "starts_trace", "traced", "untraced")
-
-    def __init__(
-        self,
-        deciding: Handler,
-        untraced: Handler,
-        traced: Handler,
-        starts_trace: Callable[[], bool] | None,
-    ) -> None:
-        self.deciding = deciding
-        self.untraced = untraced
-        self.traced = traced
-        self.starts_trace = starts_trace
-
-    @classmethod
-    def only(cls, handler: Handler) -> _Route:
-        """A route with nothing to pick: `handler` decides for itself."""
-        return cls(handler, handler, handler, None)
-
-
 class _Guard:
     """The per-method half: metrics, the method name, and the tracing hand-off.
 
@@ -172,6 +132,7 @@ class _Guard:
             else None
         )
         self.decide = self.sampler.decide if self.sampler else None
+        """Whether a call is traced, from its metadata (None: never; see HeadSampler)."""
         self.request_type = _request_type(method)
         # The caller's SANs, as grpc hands them over, -> the decision for this method.
         self._decisions: dict[tuple[bytes, ...], Decision] = {}
@@ -203,10 +164,11 @@ class _Guard:
             await self.deny(refusal, context, started)
         return started
 
-    def sample(self, context: Context, decide: Decide | None) -> bool:
-        """Whether the admitted call is traced, as `decide` says from its metadata (no
-        `decide`: not traced); records the call, with the trace it belongs to, for the
-        calls it makes downstream."""
+    def sample(self, context: Context) -> bool:
+        """Whether the admitted call is traced, as the sampler decides from its metadata;
+        records the call, with the trace it belongs to, for the calls it makes
+        downstream."""
+        decide = self.decide
         found = decide(context.invocation_metadata()) if decide else None
         if found is True:
             inbound.enter(context)  # OpenTelemetry's span will carry the trace
@@ -266,15 +228,11 @@ class _Guard:
         assert wrapped is not None
         return _behavior(wrapped)
 
-    def unary(
-        self, handler: Handler, behavior: Callable[..., Awaitable[Any]], decide: Decide | None
-    ) -> Handler:
+    def unary(self, handler: Handler, behavior: Callable[..., Awaitable[Any]]) -> Handler:
         """The wrapper of a unary-response method: the hot path of every service.
 
-        `decide` says from the call's metadata whether it is traced; None: it is not
-        (the method lookup decided so, or the method is never traced). Admission does
-        what admit() does without a coroutine of its own, which per call costs several
-        microseconds of a Python server's event loop.
+        Admission does what admit() does without a coroutine of its own, which per call
+        costs several microseconds of a Python server's event loop.
         """
         stats, clock, refuse = self.stats, time.perf_counter, self.refusal
         decode = None if handler.request_streaming else handler.request_deserializer
@@ -286,7 +244,7 @@ class _Guard:
                 refusal = refuse(context)
                 if refusal is not None:
                     await self.deny(refusal, context, started)
-                if self.sample(context, decide):
+                if self.sample(context):
                     inner = functools.partial(handle, admitted_at=started)
                     return await (await self.traced(handler, inner, context))(request, context)
             else:
@@ -308,26 +266,17 @@ class _Guard:
 
         return self._guarded(handler, handle)
 
-    def route(self, handler: Handler) -> _Route:
-        """`handler` guarded, with one wrapper per sampling decision where the
-        dispatcher can make it."""
+    def guarded(self, handler: Handler) -> Handler:
+        """`handler`, guarded."""
         behavior = _behavior(handler)
         if handler.response_streaming:
-            return _Route.only(self.streaming(handler, behavior))
-        deciding = self.unary(handler, behavior, self.decide)
-        if self.sampler is None:
-            return _Route.only(deciding)
-        return _Route(
-            deciding,
-            untraced=self.unary(handler, behavior, None),
-            traced=self.unary(handler, behavior, _always_traced),
-            starts_trace=self.sampler.starts_trace,
-        )
+            return self.streaming(handler, behavior)
+        return self.unary(handler, behavior)
 
     def streaming(self, handler: Handler, behavior: Callable[..., Any]) -> Handler:
         if not inspect.isasyncgenfunction(behavior):
             # a coroutine that writes with context.write()
-            return self.unary(handler, behavior, self.decide)
+            return self.unary(handler, behavior)
 
         decode = None if handler.request_streaming else handler.request_deserializer
 
@@ -336,7 +285,7 @@ class _Guard:
         ) -> AsyncIterator[Any]:
             if admitted_at is None:
                 started = await self.admit(context)
-                if self.sample(context, self.decide):
+                if self.sample(context):
                     inner = functools.partial(stream, admitted_at=started)
                     async for item in (await self.traced(handler, inner, context))(
                         request, context
@@ -413,14 +362,13 @@ class MeshInterceptor:
         self._tracing = tracing
         self._sampler = sampler
 
-    def route(self, method: str, handler: Handler) -> _Route:
-        """`handler`, the handler of `method` ("/pkg.Svc/M"), guarded, as wrappers for
-        the dispatcher to pick from (see _Route)."""
+    def guard(self, method: str, handler: Handler) -> Handler:
+        """`handler`, the handler of `method` ("/pkg.Svc/M"), guarded."""
         kind = grpc_type(handler.request_streaming, handler.response_streaming)
         guard = _Guard(
             method, self._metrics.method(method, kind), self._authz, self._tracing, self._sampler
         )
-        return guard.route(handler)
+        return guard.guarded(handler)
 
     def registrar(self, server: grpc.aio.Server) -> Registrar:
         """Give this to servicer adders instead of `server`; see Registrar."""
@@ -430,40 +378,34 @@ class MeshInterceptor:
 class Registrar:
     """Stands in for a grpc.aio.Server when servicers are added (the generated
     `add_XServicer_to_server(servicer, registrar)`): every method handler they register
-    is wrapped by the MeshInterceptor first.
+    is guarded by the MeshInterceptor, then registered with the server.
 
-    NOTE: methods are served through one generic handler that looks them up in a
-    dict, not registered with the server one by one. For each call it accepts,
-    grpc.aio's server (1.85) waits on one pending future per registered method, so a
-    call costs more with every method registered; with none registered, it waits on
-    one. (Health and reflection alone add four methods to every instance.) The
-    lookup also gets, for free, the call's metadata that grpc.aio has already
-    converted, so it makes the sampling decision there and hands the call to a
-    wrapper that need not read the metadata again. tests/unit/mesh/test_interceptor.py
-    pins the grpcio version this was measured on.
+    Generated adders hand each service over twice: as method handlers, and as a
+    generic handler of the same methods. Only the method handlers are served (the
+    server would never ask the generic one); a service that arrives only as a generic
+    handler would never be, and `unserved()` names it, so that the runtime refuses to
+    start.
 
-    Generated adders hand over each service twice: as method handlers, and as a
-    generic handler of the same methods. Only the method handlers are served; a
-    service that arrives only as a generic handler would never be, and `unserved()`
-    names it, so that the runtime refuses to start.
-
-    The lookup is a generic handler, so it is asked in the order handlers were added:
-    create the Registrar before adding any other handler to the server, as the
-    runtime does, so that its methods win.
+    NOTE: grpc.aio's server (1.85) waits on one future per registered method for each
+    call it accepts. Serving every method through one generic handler instead, with
+    the sampling decided there, was measured (rows 3/5 of bench/, one run each way):
+    0.92 and 0.98 against 0.94 registered as here, within the runs' noise, so the
+    simpler way won.
     """
 
     def __init__(self, server: grpc.aio.Server, interceptor: MeshInterceptor) -> None:
+        self._server = server
         self._interceptor = interceptor
-        self._routes: dict[str, _Route] = {}
         self._registered: set[str] = set()
         self._generic: set[str] = set()
-        server.add_generic_rpc_handlers((_Dispatcher(self._routes),))
 
     def add_registered_method_handlers(self, service: str, handlers: dict[str, Handler]) -> None:
         self._registered.add(service)
-        for name, handler in handlers.items():
-            method = f"/{service}/{name}"
-            self._routes[method] = self._interceptor.route(method, handler)
+        guard = self._interceptor.guard
+        self._server.add_registered_method_handlers(
+            service,
+            {name: guard(f"/{service}/{name}", handler) for name, handler in handlers.items()},
+        )
 
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         for handler in handlers:
@@ -474,28 +416,3 @@ class Registrar:
     def unserved(self) -> list[str]:
         """Services added only as generic handlers: none of their calls is served."""
         return sorted(self._generic - self._registered)
-
-
-class _Dispatcher(grpc.GenericRpcHandler):
-    """The registered methods' guarded handlers, by full method name. grpc.aio asks it
-    first, before the generic handlers added after it.
-
-    A call that carries a caller's traceparent goes to the wrapper that reads it (the
-    caller decides); any other starts a trace or not, as the sampler says. The
-    decision follows the metadata in the call details, which is the metadata from
-    the wire unless another server interceptor rewrote it.
-    """
-
-    def __init__(self, routes: dict[str, _Route]) -> None:
-        self._lookup = routes.get
-
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Handler | None:
-        route = self._lookup(handler_call_details.method)
-        if route is None:
-            return None
-        if route.starts_trace is None:
-            return route.deciding
-        for key, _ in handler_call_details.invocation_metadata or ():
-            if key == TRACEPARENT:
-                return route.deciding
-        return route.traced if route.starts_trace() else route.untraced

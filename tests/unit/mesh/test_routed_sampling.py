@@ -1,4 +1,4 @@
-"""The sampling decision made where a registered method is looked up: by the caller's
+"""The sampling decision each guarded call makes as it is admitted: by the caller's
 traceparent when it sends one, else by the sampler's ratio; and never a span for a
 caller that is denied."""
 
