@@ -331,8 +331,7 @@ class ServiceChannel:
             try:
                 response = await callable_(request, timeout=per_try, metadata=metadata)
             except grpc.aio.AioRpcError as error:
-                fair = per_try >= per_try_timeout
-                member.breaker.record(pick.admission, health_code(error, fair_chance=fair))
+                self._failed(pick, error, per_try)
                 again = retryable and _retryable(error, cut_by_per_try=per_try < remaining)
                 delay = self._retry_delay(attempt, until) if again else None
                 if delay is None:
@@ -366,6 +365,12 @@ class ServiceChannel:
                     raise
                 attempt += 1
                 await asyncio.sleep(delay)
+
+    def _failed(self, pick: _Pick, error: grpc.aio.AioRpcError, attempt_timeout: float) -> None:
+        """Tell the picked endpoint's breaker what `error` says about it; the attempt had
+        `attempt_timeout` s (a fair chance from the per-try timeout on)."""
+        fair = attempt_timeout >= self._policy.retry.per_try_timeout
+        pick.member.breaker.record(pick.admission, health_code(error, fair_chance=fair))
 
     def _count_retry(self, method: str) -> None:
         if self._metrics:
@@ -462,8 +467,13 @@ class _Shape:
             "response_deserializer": self._deserializer,
         }
 
-    def _fair(self, budget: float) -> bool:
-        return budget >= self._owner._policy.retry.per_try_timeout
+    async def _start(self, timeout: float | None) -> tuple[_Pick, float]:
+        """The endpoint for a call that is never retried, and its whole budget."""
+        owner = self._owner
+        until = time.monotonic() + owner._budget(timeout)
+        await owner._first_endpoints(until)
+        pick, _ = await owner._pick_or_wait(set(), None, 0, until)
+        return pick, until - time.monotonic()
 
 
 class _UnaryStream(_Shape):
@@ -501,8 +511,7 @@ class _UnaryStream(_Shape):
                         received = True
                         yield item
                 except grpc.aio.AioRpcError as error:
-                    health = health_code(error, fair_chance=self._fair(budget))
-                    pick.member.breaker.record(pick.admission, health)
+                    owner._failed(pick, error, budget)
                     again = retryable and not received and _retryable(error, cut_by_per_try=False)
                     delay = owner._retry_delay(attempt, until) if again else None
                     if delay is None:
@@ -545,8 +554,7 @@ class _StreamUnary(_Shape):
             try:
                 response = await call
             except grpc.aio.AioRpcError as error:
-                health = health_code(error, fair_chance=self._fair(budget))
-                pick.member.breaker.record(pick.admission, health)
+                owner._failed(pick, error, budget)
                 raise
             except BaseException:
                 pick.member.breaker.abandon(pick.admission)
@@ -555,18 +563,11 @@ class _StreamUnary(_Shape):
             pick.member.breaker.record(pick.admission, grpc.StatusCode.OK)
             return response
 
-    async def _start(self, timeout: float | None) -> tuple[_Pick, float]:
-        owner = self._owner
-        until = time.monotonic() + owner._budget(timeout)
-        await owner._first_endpoints(until)
-        pick, _ = await owner._pick_or_wait(set(), None, 0, until)
-        return pick, until - time.monotonic()
 
-
-class _StreamStream(_StreamUnary):
+class _StreamStream(_Shape):
     """Bidirectional streams: balanced, with the whole deadline, never retried."""
 
-    async def __call__(  # type: ignore[override]
+    async def __call__(
         self,
         request_iterator: AsyncIterator[Any] | Iterator[Any],
         *,
@@ -585,8 +586,7 @@ class _StreamStream(_StreamUnary):
                 async for item in call:
                     yield item
             except grpc.aio.AioRpcError as error:
-                health = health_code(error, fair_chance=self._fair(budget))
-                pick.member.breaker.record(pick.admission, health)
+                owner._failed(pick, error, budget)
                 raise
             except BaseException:
                 pick.member.breaker.abandon(pick.admission)
