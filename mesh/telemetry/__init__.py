@@ -11,7 +11,6 @@ from mesh.telemetry._metrics import (
     split_method,
 )
 from mesh.telemetry._sampling import (
-    TRACEPARENT,
     HeadSampler,
     activate_unsampled,
     current_trace_ids,
@@ -20,7 +19,6 @@ from mesh.telemetry._sampling import (
 from mesh.telemetry._tracing import JsonLinesSpanExporter, span_to_dict, tracer_provider
 
 __all__ = [
-    "TRACEPARENT",
     "ClientMetrics",
     "HeadSampler",
     "JsonFormatter",

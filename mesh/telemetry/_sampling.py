@@ -78,11 +78,7 @@ class HeadSampler:
                 if parent is not None:
                     return True if parent[2] else parent[:2]
                 break  # malformed: as if there were none
-        return True if self.starts_trace() else None
-
-    def starts_trace(self) -> bool:
-        """Whether a call that arrives without a caller's trace starts one."""
-        return self._random() < self._ratio
+        return True if self._random() < self._ratio else None  # a trace of its own
 
 
 def current_trace_ids() -> TraceIds | None:
