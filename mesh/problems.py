@@ -28,6 +28,7 @@ __all__ = [
     "MAX_MESSAGE",
     "MAX_QUOTED",
     "MAX_VIOLATIONS",
+    "STATUS_DETAILS_KEY",
     "Aborted",
     "AlreadyExists",
     "DependencyFailed",
@@ -51,6 +52,9 @@ MAX_MESSAGE = 512
 MAX_VIOLATIONS = 10
 """Violations one status lists; the message says how many more there were."""
 _LISTED_IN_MESSAGE = 5
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+"""The trailer that carries a status's google.rpc.Status, details included."""
 
 ERROR_DOMAIN = "shopmesh"
 """The google.rpc.ErrorInfo domain of the reasons below."""

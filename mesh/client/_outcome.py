@@ -21,17 +21,15 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from mesh.client._breaker import FAILURE_CODES
-from mesh.problems import DEPENDENCY_FAILED, error_reason
+from mesh.problems import DEPENDENCY_FAILED, STATUS_DETAILS_KEY, error_reason
 
 __all__ = ["health_code", "is_dependency_failure"]
-
-_DETAILS_KEY = "grpc-status-details-bin"
 
 
 def _details(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
     """The google.rpc.Status a server attached to its failure, if any."""
     for key, value in error.trailing_metadata() or ():
-        if key == _DETAILS_KEY and isinstance(value, bytes):
+        if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
             try:
                 return status_pb2.Status.FromString(value)
             except DecodeError:

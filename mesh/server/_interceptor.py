@@ -27,7 +27,13 @@ from opentelemetry.trace import format_trace_id
 
 from mesh import inbound
 from mesh.authz import AuthzTable, Decision
-from mesh.problems import DependencyFailed, MalformedRequest, Problem, bounded
+from mesh.problems import (
+    STATUS_DETAILS_KEY,
+    DependencyFailed,
+    MalformedRequest,
+    Problem,
+    bounded,
+)
 from mesh.telemetry import (
     HeadSampler,
     MethodMetrics,
@@ -44,7 +50,6 @@ log = logging.getLogger("mesh.server")
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 
-_DETAILS_KEY = "grpc-status-details-bin"
 # Downstream failures that are no bug here: answered as DependencyFailed, with their code.
 _DEPENDENCY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 Decoder: TypeAlias = Callable[[bytes], Any]
@@ -200,7 +205,7 @@ class _Guard:
         trailing: tuple[tuple[str, str | bytes], ...] = ()
         if isinstance(error, Problem):
             code, message = error.code, error.message
-            trailing = ((_DETAILS_KEY, error.to_status().SerializeToString()),)
+            trailing = ((STATUS_DETAILS_KEY, error.to_status().SerializeToString()),)
         else:
             log.exception("unhandled error in %s", self.method)
             ids = current_trace_ids()  # the trace its log line carries
