@@ -34,6 +34,13 @@ class AuthzTable:
         self._rules = tuple(rules)
         self._trust_domain = trust_domain
         self._namespace = namespace
+        self.generation = 0
+        """Grows with every `replace`: whoever caches decisions drops them when it moves."""
+
+    def replace(self, rules: Sequence[AuthzRule]) -> None:
+        """Decide by `rules` from now on (the live table changed)."""
+        self._rules = tuple(rules)
+        self.generation += 1
 
     def check(self, spiffe_uri: str | None, method: str) -> Decision:
         """Decide whether the peer with `spiffe_uri` may call `method`. (The server

@@ -47,23 +47,32 @@ from mesh.errors import ConfigError
 
 __all__ = [
     "ADMIN_IDENTITY",
+    "CONTROLPLANE_IDENTITY",
     "DATAPLANES",
     "JSON_SCHEMA_DIALECT",
     "LOG_LEVELS",
     "AuthzRule",
     "BreakerPolicy",
     "ClientPolicy",
+    "ConnectionLimits",
+    "ControlPlaneSettings",
     "EtcdSettings",
+    "FaultPolicy",
     "Matches",
     "MeshConfig",
     "MeshDocument",
     "MeshSection",
     "NoSettings",
+    "OutlierPolicy",
+    "RateLimitPolicy",
+    "RetryBudget",
     "RetryPolicy",
+    "RouteRetries",
     "ServerSettings",
     "ServiceSection",
     "ServiceSpec",
     "TelemetrySettings",
+    "TrafficPolicy",
     "load_config",
     "mesh_schema",
     "parse_config",
@@ -71,7 +80,7 @@ __all__ = [
     "validate_settings",
 ]
 
-_Dataplane = Literal["direct"]
+_Dataplane = Literal["direct", "sidecar"]
 DATAPLANES: tuple[str, ...] = get_args(_Dataplane)
 """The values of mesh.dataplane this version knows."""
 
@@ -81,6 +90,9 @@ LOG_LEVELS: tuple[str, ...] = get_args(_LogLevel)
 
 ADMIN_IDENTITY = "admin"
 """The identity people and tools (meshctl, grpcurl) use; it always gets a certificate."""
+
+CONTROLPLANE_IDENTITY = "controlplane"
+"""The xDS control plane's identity: sidecars accept config only from it."""
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -196,6 +208,117 @@ class ClientPolicy:
 
 
 @dataclass(frozen=True, config=_SECTION)
+class ControlPlaneSettings:
+    """The xDS control plane that `meshctl up` starts when `mesh.dataplane` is
+    "sidecar": it serves every Envoy its config, built from mesh.yaml and etcd."""
+
+    port: _Port = 15010
+    """Its ADS port (gRPC over mTLS); 0: any free port, kept across its restarts."""
+
+
+@dataclass(frozen=True, config=_SECTION)
+class RetryBudget:
+    """Retries a service's callers may add, as Linkerd budgets them: a share of the
+    requests plus a floor per second, so retries never multiply an overload."""
+
+    percent: StrictFloat = Field(default=20.0, ge=0, le=100)
+    """Retries in flight, as a share of requests in flight."""
+    min_retries_per_second: StrictInt = Field(default=10, ge=0)
+    """Retries allowed whatever the share (Envoy: concurrent retries allowed)."""
+
+
+@dataclass(frozen=True, config=_SECTION)
+class RouteRetries:
+    """Retries of calls to the service: UNAVAILABLE, reset and connect-failure on
+    idempotent methods; connect-failure (the call never left) on every method. Unset
+    values are the `client.retry` section's, on both data planes."""
+
+    attempts: StrictInt | None = Field(default=None, ge=1)
+    """Attempts per call, the first one included (default: client.retry.max_attempts)."""
+    per_try_timeout: StrictFloat | None = Field(default=None, ge=0.001)
+    """Seconds one attempt of an idempotent call may take before it is retried
+    (default: client.retry.per_try_timeout)."""
+    budget: Annotated[RetryBudget, _NONE_IS_EMPTY] = RetryBudget()
+
+
+@dataclass(frozen=True, config=_SECTION)
+class ConnectionLimits:
+    """Envoy's circuit breakers on each caller's sidecar, per upstream version."""
+
+    max_connections: StrictInt = Field(default=1024, ge=1)
+    max_pending_requests: StrictInt = Field(default=1024, ge=1)
+    max_requests: StrictInt = Field(default=1024, ge=1)
+    """Requests in flight to the service (its versions each) from one sidecar."""
+
+
+@dataclass(frozen=True, config=_SECTION)
+class OutlierPolicy:
+    """Ejection of an instance that keeps failing (gRPC UNAVAILABLE, INTERNAL... count as
+    5xx), as Envoy's defaults, but with a ceiling that can eject one of two hosts."""
+
+    consecutive_failures: StrictInt = Field(default=5, ge=1)
+    interval: StrictFloat = Field(default=10.0, ge=0.01)
+    """Seconds between ejection sweeps."""
+    base_ejection_time: StrictFloat = Field(default=30.0, ge=0.01)
+    """Seconds an ejected instance stays out (times the number of its ejections)."""
+    max_ejection_percent: StrictInt = Field(default=50, ge=0, le=100)
+    """Most instances of a version ejected at once (Envoy's 10% ejects none of two)."""
+
+
+@dataclass(frozen=True, config=_SECTION)
+class FaultPolicy:
+    """Faults the service's own sidecar injects into calls to it; off until switched on
+    at run time (`/runtime_modify?fault.abort_percent=50`, say, on its admin)."""
+
+    delay_ms: StrictInt = Field(default=100, ge=0)
+    """Delay of a delayed call (runtime key fault.delay_ms)."""
+    delay_percent: StrictInt = Field(default=0, ge=0, le=100)
+    """Share of calls delayed (runtime key fault.delay_percent)."""
+    abort_percent: StrictInt = Field(default=0, ge=0, le=100)
+    """Share of calls aborted (runtime key fault.abort_percent)."""
+    abort_grpc_status: StrictInt = Field(default=14, ge=1, le=16)
+    """gRPC status of an aborted call, 14 UNAVAILABLE by default
+    (runtime key fault.abort_grpc_status)."""
+
+
+@dataclass(frozen=True, config=_SECTION)
+class RateLimitPolicy:
+    """A token bucket on the service's own sidecar, shared by all its callers; declared
+    off (runtime keys ratelimit.enabled and ratelimit.enforced, in percent)."""
+
+    tokens_per_second: StrictInt = Field(default=100, ge=1)
+    burst: StrictInt = Field(default=200, ge=1)
+    """Bucket size: calls that may arrive at once."""
+    enabled_percent: StrictInt = Field(default=0, ge=0, le=100)
+    """Share of calls the bucket sees (alone: shadow mode, counted, never refused)."""
+    enforced_percent: StrictInt = Field(default=0, ge=0, le=100)
+    """Share of over-limit calls refused (UNAVAILABLE) rather than only counted."""
+
+
+@dataclass(frozen=True, config=_SECTION)
+class TrafficPolicy:
+    """How the service's callers reach it. Both data planes apply what they can from
+    this one declaration; `meshctl policy <service>` says which applies what."""
+
+    timeout: StrictFloat | None = Field(default=None, ge=0.001)
+    """Seconds: deadline of a call with none to inherit (default: client.timeout)."""
+    retries: Annotated[RouteRetries, _NONE_IS_EMPTY] = RouteRetries()
+    limits: Annotated[ConnectionLimits, _NONE_IS_EMPTY] = ConnectionLimits()
+    outlier: Annotated[OutlierPolicy, _NONE_IS_EMPTY] = OutlierPolicy()
+    weights: dict[_Name, Annotated[StrictInt, Field(ge=0)]] | None = None
+    """Share of calls per version, e.g. {v1: 90, v2: 10} (default: by replicas);
+    `meshctl traffic` changes it at run time."""
+    faults: Annotated[FaultPolicy, _NONE_IS_EMPTY] = FaultPolicy()
+    rate_limit: Annotated[RateLimitPolicy, _NONE_IS_EMPTY] = RateLimitPolicy()
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> TrafficPolicy:
+        if self.weights is not None and not any(self.weights.values()):
+            raise ValueError("weights: at least one version needs a weight above 0")
+        return self
+
+
+@dataclass(frozen=True, config=_SECTION)
 class ServerSettings:
     """How an instance stops: deregister, keep serving `drain_delay` s, then give
     in-flight calls `grace_period` s."""
@@ -254,7 +377,7 @@ class MeshSection:
     """Every listener binds here."""
     dataplane: _Dataplane = "direct"
     """How instances reach each other: "direct" (the proxyless mesh client, mTLS end to
-    end); the sidecar data plane comes with the Envoy issue."""
+    end) or "sidecar" (each instance behind its own Envoy, fed by the control plane)."""
     state_dir: StrictStr = ".mesh"
     """Logs, traces, databases, embedded etcd data, state.json (relative to the file)."""
     certs_dir: StrictStr = "certs"
@@ -270,15 +393,49 @@ class ServiceSection:
     """Module run as `python -m`; default services.<name> ('-' as '_')."""
     replicas: StrictInt = Field(default=1, ge=1)
     """Instances meshctl starts; instance <name>-n listens on port + n - 1."""
-    version: StrictStr = "v1"
+    version: _Name = "v1"
     """Registered with each instance."""
+    versions: dict[_Name, Annotated[StrictInt, Field(ge=1)]] | None = None
+    """Instances per version, e.g. {v1: 2, v2: 1}, instead of `replicas` and `version`."""
     port: _Port = 0
     """gRPC port of the first instance; 0: any free port."""
     metrics_port: _Port = 0
     """Prometheus port of the first instance; 0: any free port."""
+    envoy_admin_port: _Port = 0
+    """Envoy admin port of the first instance's sidecar (with `dataplane: sidecar`);
+    0: any free port."""
     settings: Annotated[dict[StrictStr, Any], _NONE_IS_EMPTY] = Field(default_factory=dict)
     """The service's own settings, checked by the service when it starts (`python -m
     <module> --settings-schema` prints their schema)."""
+    policy: Annotated[TrafficPolicy, _NONE_IS_EMPTY] = TrafficPolicy()
+    """How callers reach the service: timeouts, retries, limits, outlier detection,
+    version weights, faults and rate limit."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _versions_alone(cls, data: Any) -> Any:
+        if (
+            isinstance(data, Mapping)
+            and "versions" in data
+            and data.keys() & {"replicas", "version"}
+        ):
+            raise ValueError("give either versions or replicas and version, not both")
+        return data
+
+    @model_validator(mode="after")
+    def _weights_of_running_versions(self) -> ServiceSection:
+        if self.versions is not None and not self.versions:
+            raise ValueError("versions: must name at least one version")
+        weights = self.policy.weights
+        running = self.instances_per_version
+        if weights is not None and not set(weights) <= set(running):
+            unknown = ", ".join(sorted(set(weights) - set(running)))
+            raise ValueError(f"policy.weights: no instances of {unknown}")
+        return self
+
+    @property
+    def instances_per_version(self) -> dict[str, int]:
+        return dict(self.versions) if self.versions else {self.version: self.replicas}
 
 
 def _all_non_empty(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -342,6 +499,7 @@ class MeshDocument:
     server: Annotated[ServerSettings, _NONE_IS_EMPTY] = ServerSettings()
     client: Annotated[ClientPolicy, _NONE_IS_EMPTY] = ClientPolicy()
     telemetry: Annotated[TelemetrySettings, _NONE_IS_EMPTY] = TelemetrySettings()
+    controlplane: Annotated[ControlPlaneSettings, _NONE_IS_EMPTY] = ControlPlaneSettings()
     identities: _Names = ()
     """Identities that get a certificate besides each service's and admin's."""
     authz: tuple[AuthzRule, ...] = ()
@@ -358,8 +516,8 @@ class ServiceSpec:
     """One service as the runtime uses it: its section of mesh.yaml, with its name and
     module.
 
-    Instance n (from 0) listens on `port + n` and serves metrics on `metrics_port + n`;
-    a port of 0 means any free port.
+    Instance n (from 0) listens on `port + n`, serves metrics on `metrics_port + n` and
+    its sidecar's admin on `envoy_admin_port + n`; a port of 0 means any free port.
     """
 
     name: str
@@ -368,9 +526,24 @@ class ServiceSpec:
     version: str = ServiceSection.version
     port: int = ServiceSection.port
     metrics_port: int = ServiceSection.metrics_port
+    envoy_admin_port: int = ServiceSection.envoy_admin_port
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     """The service's own settings as written; its instances check them with the
     service's model (`validate_settings`)."""
+    versions: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Instances per version, in mesh.yaml's order (default: `version`: `replicas`)."""
+    policy: TrafficPolicy = dataclasses.field(default_factory=TrafficPolicy)
+
+    @property
+    def running_versions(self) -> Mapping[str, int]:
+        return self.versions or {self.version: self.replicas}
+
+    def declared_weights(self) -> dict[str, int]:
+        """Share of calls per version as declared: `policy.weights`, else by replicas."""
+        weights = self.policy.weights
+        if weights is None:
+            return dict(self.running_versions)
+        return {version: weights.get(version, 0) for version in self.running_versions}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,6 +562,7 @@ class MeshConfig:
     server: ServerSettings = dataclasses.field(default_factory=ServerSettings)
     client: ClientPolicy = dataclasses.field(default_factory=ClientPolicy)
     telemetry: TelemetrySettings = dataclasses.field(default_factory=TelemetrySettings)
+    controlplane: ControlPlaneSettings = dataclasses.field(default_factory=ControlPlaneSettings)
     services: Mapping[str, ServiceSpec] = dataclasses.field(default_factory=dict)
     identities: tuple[str, ...] = ()
     authz: tuple[AuthzRule, ...] = ()
@@ -405,8 +579,11 @@ class MeshConfig:
             raise ConfigError("services", f"no service {name!r} (known: {known})") from None
 
     def all_identities(self) -> tuple[str, ...]:
-        """Every identity that gets a certificate: each service, admin, then the extra ones."""
-        return tuple(dict.fromkeys([*self.services, ADMIN_IDENTITY, *self.identities]))
+        """Every identity that gets a certificate: each service, admin, the control
+        plane, then the extra ones."""
+        return tuple(
+            dict.fromkeys([*self.services, ADMIN_IDENTITY, CONTROLPLANE_IDENTITY, *self.identities])
+        )
 
 
 # -- errors ----------------------------------------------------------------------------
@@ -490,14 +667,18 @@ _DOCUMENT = TypeAdapter(MeshDocument)
 
 
 def _service(name: str, section: ServiceSection) -> ServiceSpec:
+    versions = section.instances_per_version
     return ServiceSpec(
         name=name,
         module=section.module or f"services.{name.replace('-', '_')}",
-        replicas=section.replicas,
-        version=section.version,
+        replicas=sum(versions.values()),
+        version=next(iter(versions)),
         port=section.port,
         metrics_port=section.metrics_port,
+        envoy_admin_port=section.envoy_admin_port,
         settings=section.settings,
+        versions=versions,
+        policy=section.policy,
     )
 
 
@@ -515,6 +696,7 @@ def _resolve(document: MeshDocument, path: Path) -> MeshConfig:
         server=document.server,
         client=document.client,
         telemetry=document.telemetry,
+        controlplane=document.controlplane,
         services={name: _service(name, s) for name, s in document.services.items()},
         identities=document.identities,
         authz=document.authz,

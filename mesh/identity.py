@@ -32,6 +32,7 @@ __all__ = [
     "SpiffeId",
     "channel_credentials",
     "ensure_certificates",
+    "forwarded_uris",
     "issue_certificate",
     "server_credentials",
 ]
@@ -74,6 +75,20 @@ class SpiffeId:
 
     def __str__(self) -> str:
         return self.uri
+
+
+def forwarded_uris(xfcc: str) -> tuple[str, ...]:
+    """The URI SANs of the client certificate that Envoy's x-forwarded-client-cert
+    header describes (`By=...;Hash=...;URI=spiffe://...`). Only a header with one
+    element counts: a sidecar that sanitises sets exactly one."""
+    if "," in xfcc.replace("\\,", ""):
+        return ()
+    uris = []
+    for pair in xfcc.split(";"):
+        key, _, value = pair.partition("=")
+        if key.strip().lower() == "uri":
+            uris.append(value.strip().strip('"'))
+    return tuple(uris)
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,25 @@
 """Service registry on etcd: registration under a lease, and discovery by watching."""
 
-from mesh.registry._discovery import EndpointSource, EtcdDiscovery
+from mesh.registry._discovery import EndpointSource, EtcdDiscovery, decode_endpoints, watch_tree
 from mesh.registry._etcd import Change, EtcdClient
-from mesh.registry._model import Endpoint, instance_key, service_prefix, services_root
+from mesh.registry._live import (
+    LivePolicy,
+    decode_authz,
+    decode_weights,
+    encode_authz,
+    encode_weights,
+)
+from mesh.registry._model import (
+    Endpoint,
+    authz_key,
+    controlplane_key,
+    instance_key,
+    service_prefix,
+    services_root,
+    traffic_key,
+    traffic_root,
+    xds_status_root,
+)
 from mesh.registry._registration import Registration
 
 __all__ = [
@@ -11,8 +28,20 @@ __all__ = [
     "EndpointSource",
     "EtcdClient",
     "EtcdDiscovery",
+    "LivePolicy",
     "Registration",
+    "authz_key",
+    "controlplane_key",
+    "decode_authz",
+    "decode_endpoints",
+    "decode_weights",
+    "encode_authz",
+    "encode_weights",
     "instance_key",
     "service_prefix",
     "services_root",
+    "traffic_key",
+    "traffic_root",
+    "watch_tree",
+    "xds_status_root",
 ]

@@ -6,7 +6,17 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Endpoint", "instance_key", "service_prefix", "services_root"]
+__all__ = [
+    "Endpoint",
+    "authz_key",
+    "controlplane_key",
+    "instance_key",
+    "service_prefix",
+    "services_root",
+    "traffic_key",
+    "traffic_root",
+    "xds_status_root",
+]
 
 
 def services_root(prefix: str) -> str:
@@ -68,3 +78,28 @@ class Endpoint:
             )
         except KeyError as missing:
             raise ValueError(f"registry value lacks {missing}") from None
+
+
+def authz_key(prefix: str) -> str:
+    """The live authz table (JSON list of rules); absent: mesh.yaml's table holds."""
+    return f"{prefix}/config/authz"
+
+
+def traffic_root(prefix: str) -> str:
+    """Key prefix of the live version weights, one key per service."""
+    return f"{prefix}/traffic/"
+
+
+def traffic_key(prefix: str, service: str) -> str:
+    """The live version weights of `service` (JSON object version -> weight)."""
+    return traffic_root(prefix) + service
+
+
+def controlplane_key(prefix: str) -> str:
+    """Where the xDS control plane registers its address (under its lease)."""
+    return f"{prefix}/controlplane"
+
+
+def xds_status_root(prefix: str) -> str:
+    """Key prefix of each sidecar's xDS status as the control plane last saw it."""
+    return f"{prefix}/xds/"

@@ -22,17 +22,19 @@ class _LeaseLost(Exception):
 
 
 class Registration:
-    """Registers `endpoint` at <prefix>/services/<service>/<instance id> under a lease
-    of `ttl` seconds and keeps it alive on one keepalive stream.
+    """Registers `endpoint` at <prefix>/services/<service>/<instance id> (or `key`) under
+    a lease of `ttl` seconds and keeps it alive on one keepalive stream.
 
     If the lease is lost (etcd restarted without its data, or a long partition) or the
     stream breaks, it registers again under a new lease, retrying with backoff until
     etcd answers. `aclose()` revokes the lease, which removes the key at once.
     """
 
-    def __init__(self, etcd: EtcdClient, prefix: str, endpoint: Endpoint, ttl: int) -> None:
+    def __init__(
+        self, etcd: EtcdClient, prefix: str, endpoint: Endpoint, ttl: int, *, key: str | None = None
+    ) -> None:
         self._etcd = etcd
-        self._key = instance_key(prefix, endpoint.service, endpoint.instance_id)
+        self._key = key or instance_key(prefix, endpoint.service, endpoint.instance_id)
         self._value = endpoint.to_json()
         self._ttl = ttl
         self._lease: int | None = None

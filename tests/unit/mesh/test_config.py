@@ -16,6 +16,7 @@ from mesh.cli import SCHEMA_FILE
 from mesh.cli import main as meshctl
 from mesh.config import (
     ADMIN_IDENTITY,
+    CONTROLPLANE_IDENTITY,
     LOG_LEVELS,
     BreakerPolicy,
     ClientPolicy,
@@ -315,7 +316,7 @@ def test_all_identities_lists_services_first(tmp_path: Path) -> None:
 
     config = parse_config(document, tmp_path / "mesh.yaml")
 
-    assert config.all_identities() == ("b", "a", ADMIN_IDENTITY, "ci")
+    assert config.all_identities() == ("b", "a", ADMIN_IDENTITY, CONTROLPLANE_IDENTITY, "ci")
 
 
 def test_unknown_service_lookup_raises_config_error(tmp_path: Path) -> None:
@@ -394,7 +395,7 @@ def test_meshctl_exits_2_naming_a_bad_log_level(
         ({"services": {"shop": {"port": 70000}}}, "must be at most 65535, got 70000"),
         (minimal(colour="blue"), "unknown setting"),
         (minimal(client={"timeout": "fast"}), "must be a number, got str 'fast'"),
-        (minimal(mesh={"dataplane": "envoy"}), "must be 'direct', got 'envoy'"),
+        (minimal(mesh={"dataplane": "envoy"}), "must be 'direct' or 'sidecar', got 'envoy'"),
         (minimal(mesh={"namespace": "A"}), "lowercase letters, digits, '-', got 'A'"),
         ({"mesh": {}}, "required"),
     ],

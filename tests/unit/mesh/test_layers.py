@@ -12,12 +12,14 @@ MESH = Path(__file__).resolve().parents[3] / "mesh"
 
 # Lowest first; a module may import its own layer's package and those before it.
 LAYERS = [
-    {"errors", "inbound", "backoff", "codegen", "tasks"},
+    {"errors", "inbound", "backoff", "codegen", "tasks", "process"},
     {"problems", "config", "state", "storage"},
     {"identity", "authz"},
     {"registry"},
+    {"envoy"},
     {"telemetry"},
     {"client"},
+    {"xds"},
     {"server"},
     {"supervisor"},
     {"cli"},
