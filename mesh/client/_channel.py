@@ -1,16 +1,20 @@
 """A channel to a whole service: what generated stubs call when they call through the mesh.
 
 `ServiceChannel` looks like a grpc.aio.Channel to generated stubs (`unary_unary`, ...),
-but each call picks an endpoint of the service round-robin from the set its
-EndpointSource keeps current, skipping endpoints whose connection is failing or whose
-breaker is open. Only methods whose proto declares `idempotency_level` NO_SIDE_EFFECTS
-or IDEMPOTENT are retried, on another endpoint when there is one, with exponential
-backoff and jitter: after UNAVAILABLE (but not after a DependencyFailed, which the
-instance's own client has retried already), and after an attempt that outlived the
-per-try timeout. Every call gets what is left of one deadline: the caller's timeout,
-the inbound call's deadline or the default; an idempotent call's attempt gets at most
-the per-try timeout of it. Breakers hear only what says an endpoint is unhealthy
-(mesh.client._outcome).
+but each call picks an endpoint of the service from the set its EndpointSource keeps
+current: first a version, by the service's weights (mesh.client._weights: smooth
+weighted round-robin; a version of weight 0 gets no call), then round-robin among that
+version's endpoints, skipping endpoints whose connection is failing or whose breaker is
+open; when the version has none left, the other versions of weight > 0 take the call,
+heaviest first. A service without weights balances over all its endpoints alike.
+Only methods whose proto declares `idempotency_level` NO_SIDE_EFFECTS or IDEMPOTENT are
+retried, on another endpoint when there is one, with exponential backoff and jitter:
+after UNAVAILABLE (but not after a DependencyFailed, which the instance's own client has
+retried already), and after an attempt that outlived the per-try timeout; and only
+while the service's retry budget (mesh.client._budget) allows one. Every call gets what
+is left of one deadline: the caller's timeout, the inbound call's deadline or the
+default; an idempotent call's attempt gets at most the per-try timeout of it. Breakers
+hear only what says an endpoint is unhealthy (mesh.client._outcome).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +34,10 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from mesh import inbound
 from mesh.backoff import Backoff
 from mesh.client._breaker import Admission, EndpointBreaker
+from mesh.client._budget import RetryBudgetMeter
 from mesh.client._outcome import health_code, is_dependency_failure
-from mesh.config import ClientPolicy
+from mesh.client._weights import SmoothWeighted, WeightsOf
+from mesh.config import ClientPolicy, RetryBudget
 from mesh.errors import CircuitOpen, NoEndpoints
 from mesh.registry import Endpoint, EndpointSource
 from mesh.tasks import cancel_and_wait, start_background
@@ -77,6 +83,27 @@ class _Member:
         return state is grpc.ChannelConnectivity.TRANSIENT_FAILURE
 
 
+class _Group:
+    """Endpoints that share one round-robin position: one version's, or, for a service
+    without weights, all of its endpoints."""
+
+    __slots__ = ("members", "next")
+
+    def __init__(self, members: list[_Member], next_: int = 0) -> None:
+        self.members = members
+        self.next = next_
+
+
+_Route = tuple[_Group, ...]
+"""Where a call may go, in order of preference: the groups of its version and then of
+the other versions of weight > 0, heaviest first; never an empty group."""
+
+
+def _preferring(first: _Group, ranked: Sequence[_Group]) -> _Route:
+    """`first`, then the other groups of `ranked` in their order, leaving out empty ones."""
+    return tuple(g for g in (first, *(g for g in ranked if g is not first)) if g.members)
+
+
 @dataclass(frozen=True)
 class _Pick:
     member: _Member
@@ -96,7 +123,12 @@ class ServiceChannel:
         metrics: ClientMetrics | None = None,
         backoff: Backoff | None = None,
         breaker_factory: Callable[[Endpoint], EndpointBreaker] | None = None,
+        weights: WeightsOf | None = None,
+        retry_budget: RetryBudgetMeter | None = None,
     ) -> None:
+        """`weights` gives the service's current weight per version (see
+        mesh.client._weights; None: every endpoint alike); `retry_budget` counts its
+        calls and retries (default: RetryBudget's defaults)."""
         self.service = service
         self._source = source
         self._dial = dial
@@ -110,9 +142,17 @@ class ServiceChannel:
             jitter=retry.jitter,
         )
         self._breaker_factory = breaker_factory or self._default_breaker
+        self._retry_budget = retry_budget or RetryBudgetMeter(RetryBudget())
         self._members: dict[str, _Member] = {}
         self._order: list[_Member] = []
-        self._next = 0
+        # Routing, rebuilt when the endpoints or the weights change, never per call:
+        self._weights_of = weights
+        self._weights: dict[str, int] = {}  # the weights the routes were built for
+        self._ranked: list[str] = []  # versions of weight > 0, heaviest first
+        self._split: SmoothWeighted[str] | None = None  # None: no weights, no version pick
+        self._groups: dict[str | None, _Group] = {}  # by version (None: all endpoints)
+        self._routes: dict[str, _Route] = {}  # by version of weight > 0
+        self._default_route: _Route = ()  # no weights: all endpoints; else heaviest first
         self._ready = asyncio.Event()
         self._closing: set[asyncio.Task[None]] = set()
         self._task = start_background(self._follow(), f"endpoints of {service}")
@@ -157,6 +197,11 @@ class ServiceChannel:
 
     # -- introspection ---------------------------------------------------------------
 
+    @property
+    def policy(self) -> ClientPolicy:
+        """The policy its calls follow (for a DirectDataPlane's: see service_policy)."""
+        return self._policy
+
     def endpoints(self) -> list[Endpoint]:
         return [member.endpoint for member in self._order]
 
@@ -200,8 +245,45 @@ class ServiceChannel:
             self._retire(self._members[instance_id])
         self._members = members
         self._order = sorted(members.values(), key=lambda m: m.endpoint.instance_id)
+        self._regroup()
         log.info("%s endpoints: %s", self.service, [m.endpoint.address for m in self._order])
         self._ready.set()
+
+    def _set_weights(self, weights: Mapping[str, int]) -> None:
+        self._weights = current = dict(weights)
+        # Versions of weight 0 get no call, not even when the others have no endpoint.
+        self._ranked = sorted(
+            (v for v, w in current.items() if w > 0), key=lambda v: (-current[v], v)
+        )
+        self._split = (
+            SmoothWeighted([(v, current[v]) for v in self._ranked]) if self._ranked else None
+        )
+        log.info("%s weights: %s", self.service, current or "none, every endpoint alike")
+        self._regroup()
+
+    def _regroup(self) -> None:
+        """Group the endpoints by weighted version (all in one group without weights)
+        and precompute each version's route. Each group keeps its round-robin position
+        across regroupings."""
+        previous = self._groups
+
+        def group(version: str | None, members: list[_Member]) -> _Group:
+            kept = previous.get(version)
+            return _Group(members, kept.next if kept is not None else 0)
+
+        if self._split is None:
+            everyone = group(None, self._order)
+            self._groups, self._routes = {None: everyone}, {}
+            self._default_route = (everyone,) if everyone.members else ()
+            return
+        ranked = self._ranked
+        groups: dict[str | None, _Group] = {
+            v: group(v, [m for m in self._order if m.endpoint.version == v]) for v in ranked
+        }
+        heaviest_first = [groups[v] for v in ranked]
+        self._groups = groups
+        self._routes = {v: _preferring(groups[v], heaviest_first) for v in ranked}
+        self._default_route = tuple(g for g in heaviest_first if g.members)
 
     def _retire(self, member: _Member) -> None:
         # Calls already on the way finish; the channel closes when they have.
@@ -239,41 +321,60 @@ class ServiceChannel:
 
     # -- picking and calling -------------------------------------------------------
 
-    def _pick(self, tried: set[str], last: str | None = None) -> _Pick:
-        """The next endpoint in round-robin order that may take a call now, not one
-        already `tried` by this call. The position moves past the endpoint chosen, so
-        skipping one endpoint does not give its successor a double share. When every
-        endpoint has been tried, it starts over, but not with `last` (the one that just
-        failed) while there is another."""
-        order = self._order
-        if not order:
+    def _version(self) -> str | None:
+        """The version the next call goes to, by weight (None: the service has no
+        weights). The weights are looked up on every call, but the routes are rebuilt
+        only when they have changed."""
+        if self._weights_of is not None:
+            weights = self._weights_of()
+            if weights != self._weights:
+                self._set_weights(weights)
+        split = self._split
+        return split.next() if split is not None else None
+
+    def _pick(self, version: str | None, tried: set[str], last: str | None = None) -> _Pick:
+        """The next endpoint for a call to `version` (see _version) that may take a call
+        now, not one already `tried` by this call: round-robin among the version's
+        endpoints, then among those of the other versions of weight > 0, heaviest first.
+        A group's position moves past the endpoint chosen, so skipping one endpoint
+        does not give its successor a double share. When every endpoint has been tried,
+        it starts over, but not with `last` (the one that just failed) while there is
+        another."""
+        route = self._default_route if version is None else self._routes.get(version)
+        if route is None:  # the call's version lost its weight since the call began
+            route = self._default_route
+        if not route:
             raise NoEndpoints(self.service)
-        start = self._next
-        failing: tuple[int, _Member] | None = None
+        size = 0
+        failing: tuple[_Group, int, _Member] | None = None
         soonest: tuple[float, str] | None = None
-        for offset in range(len(order)):
-            candidate = order[(start + offset) % len(order)]
-            if candidate.endpoint.instance_id in tried:
-                continue
-            if candidate.failing():
-                failing = failing or (offset, candidate)
-                continue
-            admission = candidate.breaker.admit()
-            if admission is not None:
-                self._next = start + offset + 1
-                return _Pick(candidate, admission)
-            wait = candidate.breaker.retry_after()
-            if soonest is None or wait < soonest[0]:
-                soonest = (wait, candidate.endpoint.address)
+        for group in route:
+            members, start = group.members, group.next
+            size += len(members)
+            for offset in range(len(members)):
+                candidate = members[(start + offset) % len(members)]
+                if candidate.endpoint.instance_id in tried:
+                    continue
+                if candidate.failing():
+                    failing = failing or (group, start + offset, candidate)
+                    continue
+                admission = candidate.breaker.admit()
+                if admission is not None:
+                    group.next = start + offset + 1
+                    return _Pick(candidate, admission)
+                wait = candidate.breaker.retry_after()
+                if soonest is None or wait < soonest[0]:
+                    soonest = (wait, candidate.endpoint.address)
         if failing is not None:
             # Every healthy-looking endpoint is out; a failing connection may be back.
-            admission = failing[1].breaker.admit()
+            group, position, member = failing
+            admission = member.breaker.admit()
             if admission is not None:
-                self._next = start + failing[0] + 1
-                return _Pick(failing[1], admission)
+                group.next = position + 1
+                return _Pick(member, admission)
         if tried:
-            again = {last} if last is not None and len(order) > 1 else set()
-            return self._pick(again) if again != tried else self._pick(set())
+            again = {last} if last is not None and size > 1 else set()
+            return self._pick(version, again if again != tried else set())
         if soonest is not None:
             raise CircuitOpen(self.service, soonest[1], soonest[0])
         raise NoEndpoints(self.service)
@@ -283,11 +384,16 @@ class ServiceChannel:
         budgets = [b for b in (timeout, inherited) if b is not None]
         return min(budgets) if budgets else self._policy.timeout
 
-    async def _first_endpoints(self, until: float) -> None:
+    async def _begin(self, until: float) -> str | None:
+        """Start a call that must end by `until`: wait for the first endpoint set if it
+        has not come yet, count the call for the retry budget, and pick its version
+        (its retries stay with it, as Envoy's stay in the cluster picked)."""
         if not self._ready.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, until - time.monotonic())):
                     await self._ready.wait()
+        self._retry_budget.record_call()
+        return self._version()
 
     async def call_unary(
         self,
@@ -310,7 +416,7 @@ class ServiceChannel:
         metadata: Sequence[tuple[str, str | bytes]] | None,
     ) -> Any:
         until = time.monotonic() + self._budget(timeout)
-        await self._first_endpoints(until)
+        version = await self._begin(until)
         retryable = is_idempotent(method)
         per_try_timeout = self._policy.retry.per_try_timeout
         tried: set[str] = set()
@@ -319,7 +425,7 @@ class ServiceChannel:
         while True:
             if until - time.monotonic() <= 0:
                 raise _deadline_exceeded(self.service, method)
-            pick, attempt = await self._pick_or_wait(tried, last, attempt, until)
+            pick, attempt = await self._pick_or_wait(version, tried, last, attempt, until)
             remaining = until - time.monotonic()
             member = pick.member
             callable_ = member.callables.get(method)
@@ -333,7 +439,7 @@ class ServiceChannel:
             except grpc.aio.AioRpcError as error:
                 self._failed(pick, error, per_try)
                 again = retryable and _retryable(error, cut_by_per_try=per_try < remaining)
-                delay = self._retry_delay(attempt, until) if again else None
+                delay = self._retry_wait(attempt, until) if again else None
                 if delay is None:
                     raise
                 last = member.endpoint.instance_id
@@ -351,14 +457,14 @@ class ServiceChannel:
             return response
 
     async def _pick_or_wait(
-        self, tried: set[str], last: str | None, attempt: int, until: float
+        self, version: str | None, tried: set[str], last: str | None, attempt: int, until: float
     ) -> tuple[_Pick, int]:
         """An endpoint for the next attempt (see _pick), and the attempt count. While no
         endpoint is registered it waits, with backoff, as retries do: nothing was sent,
         so waiting is safe for any method."""
         while True:
             try:
-                return self._pick(tried, last), attempt
+                return self._pick(version, tried, last), attempt
             except NoEndpoints:
                 delay = self._retry_delay(attempt, until)
                 if delay is None:
@@ -376,6 +482,18 @@ class ServiceChannel:
         if self._metrics:
             self._metrics.retries.labels(*method.lstrip("/").split("/", 1)).inc()
 
+    def _retry_wait(self, attempt: int, until: float) -> float | None:
+        """How long to wait before retrying a failed attempt, or None if the call ends
+        with its failure: no attempt or time left (see _retry_delay), or the retry
+        budget is spent (then retrying would only add load to an overloaded service)."""
+        delay = self._retry_delay(attempt, until)
+        if delay is None:
+            return None
+        if not self._retry_budget.allow_retry():
+            log.debug("%s: retry budget spent, a failed call is not retried", self.service)
+            return None
+        return delay
+
     def _retry_delay(self, attempt: int, until: float) -> float | None:
         """How long to wait before retry number `attempt`, or None if no retry is left
         or the wait would end past the deadline."""
@@ -388,6 +506,7 @@ class ServiceChannel:
         """Stop following endpoints and close every channel."""
         await cancel_and_wait(self._task)
         members, self._members, self._order = list(self._members.values()), {}, []
+        self._regroup()
         await asyncio.gather(
             *(m.channel.close() for m in members), *self._closing, return_exceptions=True
         )
@@ -471,8 +590,8 @@ class _Shape:
         """The endpoint for a call that is never retried, and its whole budget."""
         owner = self._owner
         until = time.monotonic() + owner._budget(timeout)
-        await owner._first_endpoints(until)
-        pick, _ = await owner._pick_or_wait(set(), None, 0, until)
+        version = await owner._begin(until)
+        pick, _ = await owner._pick_or_wait(version, set(), None, 0, until)
         return pick, until - time.monotonic()
 
 
@@ -494,13 +613,13 @@ class _UnaryStream(_Shape):
         activate_unsampled()
         with owner._measured(method, "server_stream"):
             until = time.monotonic() + owner._budget(timeout)
-            await owner._first_endpoints(until)
+            version = await owner._begin(until)
             retryable = is_idempotent(method)
             tried: set[str] = set()
             last: str | None = None
             attempt = 0
             while True:
-                pick, attempt = await owner._pick_or_wait(tried, last, attempt, until)
+                pick, attempt = await owner._pick_or_wait(version, tried, last, attempt, until)
                 budget = until - time.monotonic()
                 call = pick.member.channel.unary_stream(method, **self._options())(
                     request, timeout=budget, metadata=metadata
@@ -513,7 +632,7 @@ class _UnaryStream(_Shape):
                 except grpc.aio.AioRpcError as error:
                     owner._failed(pick, error, budget)
                     again = retryable and not received and _retryable(error, cut_by_per_try=False)
-                    delay = owner._retry_delay(attempt, until) if again else None
+                    delay = owner._retry_wait(attempt, until) if again else None
                     if delay is None:
                         raise
                     last = pick.member.endpoint.instance_id

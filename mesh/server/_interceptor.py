@@ -27,6 +27,7 @@ from opentelemetry.trace import format_trace_id
 
 from mesh import inbound
 from mesh.authz import AuthzTable, Decision
+from mesh.identity import forwarded_uris
 from mesh.problems import (
     STATUS_DETAILS_KEY,
     DependencyFailed,
@@ -42,7 +43,7 @@ from mesh.telemetry import (
     grpc_type,
 )
 
-__all__ = ["MeshInterceptor", "Registrar"]
+__all__ = ["CallerSans", "MeshInterceptor", "Registrar", "forwarded_sans", "peer_sans"]
 
 log = logging.getLogger("mesh.server")
 
@@ -64,6 +65,29 @@ def _caller(sans: tuple[bytes, ...]) -> str | None:
     """
     uris = [san for san in sans if san.startswith(b"spiffe://")]
     return uris[0].decode() if len(uris) == 1 else None
+
+
+CallerSans = Callable[[Context], tuple[bytes, ...]]
+"""Where a call's caller identity comes from: its URI SANs, as grpc hands them over."""
+
+
+def peer_sans(context: Context) -> tuple[bytes, ...]:
+    """The SANs of the TLS peer's certificate: the caller, when it dialled us itself."""
+    return tuple(context.peer_identities() or ())
+
+
+_XFCC = "x-forwarded-client-cert"
+
+
+def forwarded_sans(context: Context) -> tuple[bytes, ...]:
+    """The caller's URI SANs as this instance's own sidecar forwards them (Envoy's
+    x-forwarded-client-cert, which it sets itself and never passes on from a caller).
+    Trusted only because nothing but the sidecar can reach the app's socket."""
+    for key, value in context.invocation_metadata() or ():
+        if key == _XFCC:
+            text = value.decode() if isinstance(value, bytes) else value
+            return tuple(uri.encode() for uri in forwarded_uris(text))
+    return ()
 
 
 def _request_type(method: str) -> str:
@@ -126,6 +150,7 @@ class _Guard:
         authz: AuthzTable,
         tracing: grpc.aio.ServerInterceptor | None,
         sampler: HeadSampler | None,
+        caller_sans: CallerSans,
     ) -> None:
         self.method = method
         self.stats = stats
@@ -139,8 +164,11 @@ class _Guard:
         self.decide = self.sampler.decide if self.sampler else None
         """Whether a call is traced, from its metadata (None: never; see HeadSampler)."""
         self.request_type = _request_type(method)
-        # The caller's SANs, as grpc hands them over, -> the decision for this method.
+        self.caller_sans = caller_sans
+        # The caller's SANs, as grpc hands them over, -> the decision for this method,
+        # while the table is at generation `_generation`.
         self._decisions: dict[tuple[bytes, ...], Decision] = {}
+        self._generation = authz.generation
 
     def record(self, code: grpc.StatusCode, started: float) -> None:
         self.stats.finish(code, time.perf_counter() - started)
@@ -154,7 +182,10 @@ class _Guard:
 
     def refusal(self, context: Context) -> Decision | None:
         """The decision on the call's caller if it is denied, else None."""
-        sans = tuple(context.peer_identities() or ())
+        if self._generation != self.authz.generation:
+            self._decisions = {}  # the live table changed: every open connection too
+            self._generation = self.authz.generation
+        sans = self.caller_sans(context)
         decision = self._decisions.get(sans) or self.authorise(sans)
         return None if decision.allowed else decision
 
@@ -361,17 +392,24 @@ class MeshInterceptor:
         *,
         tracing: grpc.aio.ServerInterceptor | None = None,
         sampler: HeadSampler | None = None,
+        caller_sans: CallerSans | None = None,
     ) -> None:
         self._authz = authz
         self._metrics = metrics
         self._tracing = tracing
         self._sampler = sampler
+        self._caller_sans = caller_sans or peer_sans
 
     def guard(self, method: str, handler: Handler) -> Handler:
         """`handler`, the handler of `method` ("/pkg.Svc/M"), guarded."""
         kind = grpc_type(handler.request_streaming, handler.response_streaming)
         guard = _Guard(
-            method, self._metrics.method(method, kind), self._authz, self._tracing, self._sampler
+            method,
+            self._metrics.method(method, kind),
+            self._authz,
+            self._tracing,
+            self._sampler,
+            self._caller_sans,
         )
         return guard.guarded(handler)
 

@@ -1,12 +1,18 @@
 """Run one service instance: mTLS gRPC server, health, reflection, metrics, tracing,
 registration in etcd, and a graceful stop.
 
-Start order: servicers, health (NOT_SERVING), reflection, listen, metrics, register in
-etcd, then SERVING. Stop order on SIGTERM/SIGINT: every health status NOT_SERVING,
-revoke the lease (the instance leaves etcd and clients stop picking it), keep serving
-for `drain_delay` while that news spreads, then stop accepting calls and give
-in-flight ones `grace_period` to finish, then close clients and exporters. A signal
-while it is still registering (etcd unreachable, say) ends it at once, exit code 0.
+Start order: servicers, health (NOT_SERVING), reflection, listen, metrics, the
+sidecar (with `dataplane: sidecar`), register in etcd, then SERVING. Stop order on
+SIGTERM/SIGINT: every health status NOT_SERVING, revoke the lease (the instance leaves
+etcd and clients stop picking it), keep serving for `drain_delay` while that news
+spreads, then stop accepting calls and give in-flight ones `grace_period` to finish,
+then stop the sidecar, close clients and exporters. A signal while it is still
+registering (etcd unreachable, say) ends it at once, exit code 0.
+
+With `dataplane: sidecar` the app listens only on its Unix socket, and what it
+registers is its sidecar's inbound mTLS address (see mesh.server._sidecar); the
+caller's identity then comes from the sidecar's x-forwarded-client-cert. Both data
+planes follow the live authz table in etcd (`meshctl apply`), on open connections too.
 """
 
 from __future__ import annotations
@@ -47,8 +53,9 @@ from mesh.config import (
 )
 from mesh.errors import MeshError
 from mesh.identity import IdentityFiles, server_credentials
-from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration
-from mesh.server._interceptor import MeshInterceptor, Registrar
+from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, LivePolicy, Registration
+from mesh.server._interceptor import MeshInterceptor, Registrar, forwarded_sans, peer_sans
+from mesh.server._sidecar import Sidecar, SidecarSockets
 from mesh.state import etcd_endpoint
 from mesh.tasks import cancel_and_wait
 from mesh.telemetry import (
@@ -84,6 +91,8 @@ class InstanceSettings:
     """The service's own settings (`services.<name>.settings`), an instance of the
     model its `__main__` gave `run_service`."""
     otlp_endpoint: str | None = None
+    envoy_admin_port: int = 0
+    """Its sidecar's admin port (0: any free port)."""
 
     @property
     def trace_file(self) -> Path:
@@ -149,6 +158,9 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
     registry = CollectorRegistry()
     identity = IdentityFiles(config.certs_dir, spec.name)
     etcd = EtcdClient(settings.etcd_endpoint)
+    sidecar_mode = config.dataplane == "sidecar"
+    sockets = SidecarSockets.of(config, settings.instance_id) if sidecar_mode else None
+    live = LivePolicy(etcd, config.etcd.prefix, config.authz)
     client = MeshClient(
         data_plane(
             config,
@@ -156,13 +168,19 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
             EtcdDiscovery(etcd, config.etcd.prefix),
             interceptors=aio_client_interceptors(tracer_provider=provider),  # type: ignore[no-untyped-call]
             metrics=ClientMetrics(registry),
+            outbound_socket=sockets.outbound if sockets else None,
+            # Not `live.weights.get`: LivePolicy replaces the dict on every change.
+            weights=lambda service: live.weights.get(service),
         )
     )
+    authz = AuthzTable(config.authz, config.trust_domain, config.namespace)
+    live.listen(lambda: authz.replace(live.authz))
     interceptor = MeshInterceptor(
-        AuthzTable(config.authz, config.trust_domain, config.namespace),
+        authz,
         ServerMetrics(registry),
         tracing=aio_server_interceptor(tracer_provider=provider),  # type: ignore[no-untyped-call]
         sampler=HeadSampler(config.telemetry.trace_sample_ratio),
+        caller_sans=forwarded_sans if sidecar_mode else peer_sans,
     )
     server = grpc.aio.server(
         # Without this a second instance could bind the same fixed port and split its traffic.
@@ -173,6 +191,8 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
     health_servicer = health.aio.HealthServicer()
     metrics: MetricsServer | None = None
     registration: Registration | None = None
+    sidecar: Sidecar | None = None
+    live.start()
     try:
         await setup(runtime)
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)  # type: ignore[arg-type]
@@ -183,11 +203,14 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
         unserved = registrar.unserved()
         if unserved:
             raise MeshError(f"added only as generic handlers, so never served: {unserved}")
-        address = f"{config.host}:{settings.port}"
-        try:
-            port = server.add_secure_port(address, server_credentials(identity))
-        except RuntimeError as error:
-            raise MeshError(f"cannot listen on {address}: is the port taken?") from error
+        if sockets is not None:
+            _listen_on_socket(server, sockets.app)
+        else:
+            address = f"{config.host}:{settings.port}"
+            try:
+                port = server.add_secure_port(address, server_credentials(identity))
+            except RuntimeError as error:
+                raise MeshError(f"cannot listen on {address}: is the port taken?") from error
         try:
             metrics = MetricsServer(registry, config.host, settings.metrics_port)
         except OSError as error:
@@ -197,12 +220,29 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
         for name in ["", *runtime.service_names]:  # grpc's servicer starts "" as SERVING
             await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
+        extra = {"dataplane": config.dataplane}
+        if sockets is not None:
+            sidecar = Sidecar(
+                config,
+                spec,
+                instance_id=settings.instance_id,
+                version=settings.version,
+                inbound_port=settings.port,
+                admin_port=settings.envoy_admin_port,
+                sockets=sockets,
+                etcd=etcd,
+            )
+            await sidecar.start()
+            address = sidecar.inbound_address
+            extra["envoy_admin"] = sidecar.admin_address
+        else:
+            address = f"{config.host}:{port}"
         endpoint = Endpoint(
             service=spec.name,
             instance_id=settings.instance_id,
-            address=f"{config.host}:{port}",
+            address=address,
             version=settings.version,
-            metadata={"metrics": metrics.address, "pid": str(os.getpid())},
+            metadata={"metrics": metrics.address, "pid": str(os.getpid()), **extra},
         )
         registration = Registration(etcd, config.etcd.prefix, endpoint, config.etcd.lease_ttl)
         if not await _unless_stopped(registration.start(), stop):
@@ -236,13 +276,25 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
         await server.stop(0)
         if registration is not None:
             await registration.aclose()
+        if sidecar is not None:
+            await sidecar.aclose()  # after the app: its last calls went out through it
         await runtime.close()
         await client.aclose()
+        await live.aclose()
         await etcd.aclose()
         if metrics is not None:
             metrics.close()
         provider.shutdown()
     log.info("stopped")
+
+
+def _listen_on_socket(server: grpc.aio.Server, path: str) -> None:
+    """Plaintext on a Unix socket only this user may open: the sidecar's way in."""
+    try:
+        server.add_insecure_port(f"unix:{path}")
+    except RuntimeError as error:
+        raise MeshError(f"cannot listen on unix:{path}") from error
+    os.chmod(path, 0o600)  # its folder is 0700 already, so no one got in meanwhile
 
 
 async def _unless_stopped(step: Coroutine[Any, Any, None], stop: asyncio.Event) -> bool:
@@ -277,6 +329,11 @@ def _parse(service: str, argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--metrics-port", type=int, help="Prometheus port (default: from mesh.yaml)"
+    )
+    parser.add_argument(
+        "--envoy-admin-port",
+        type=int,
+        help="the sidecar's Envoy admin port, with dataplane: sidecar (default: from mesh.yaml)",
     )
     parser.add_argument(
         "--etcd", help="etcd host:port (default: mesh.yaml, else the one meshctl started)"
@@ -328,6 +385,9 @@ def run_service(
             instance_id=instance_id,
             port=spec.port if args.port is None else args.port,
             metrics_port=spec.metrics_port if args.metrics_port is None else args.metrics_port,
+            envoy_admin_port=(
+                spec.envoy_admin_port if args.envoy_admin_port is None else args.envoy_admin_port
+            ),
             etcd_endpoint=_etcd(config, args.etcd),
             version=args.version or spec.version,
             service_settings=service_settings,
