@@ -9,6 +9,14 @@ supervisor is gone. `meshctl restart <service>` asks the running supervisor, ove
 control socket, for a rolling restart, and prints each step as it is done. `meshctl
 config schema` prints the JSON Schema of mesh.yaml, each service's settings included
 (asked of the service's module in a child process: meshctl imports no service code).
+
+Live traffic, on a running mesh: `meshctl traffic <service>` shows a service's split of
+calls over its versions (declared, live, and per sidecar, with drift), `--weights
+v1=90,v2=10` or `--switch v2` sets it and waits until every sidecar routes by it;
+`meshctl canary <service> <version>` moves calls to a version step by step and rolls
+back when a method's error rate breaks the bound (exit 1); `meshctl policy <service>`
+says which data plane applies which of its policies; `meshctl apply` pushes mesh.yaml's
+authz table. `--json` output of traffic and policy, like status's, only gains fields.
 """
 
 from __future__ import annotations
@@ -22,10 +30,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mesh.codegen import CodegenError, Layout, check, generate, stage_third_party
 from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config, mesh_schema
@@ -34,19 +42,34 @@ from mesh.identity import ensure_certificates
 from mesh.registry import EtcdClient
 from mesh.state import SUPERVISOR_MARKERS, etcd_endpoint, process_running
 from mesh.supervisor import (
+    CONFIRM_TIMEOUT,
+    CanaryPlan,
     ControlRequest,
     InstanceStatus,
     MeshAlreadyRunning,
     MeshState,
     ProtocolError,
+    Rollout,
     Supervisor,
+    TrafficReport,
+    apply_authz,
     clear_state,
+    format_weights,
+    live_weights,
     log_tail,
     mesh_status,
+    parse_error_rate,
+    parse_interval,
+    parse_steps,
+    parse_weights,
+    policy_rows,
     read_state,
     relative_path,
+    run_canary,
     send_command,
+    set_weights,
     supervisor_status,
+    traffic_report,
 )
 
 __all__ = ["SCHEMA_FILE", "main"]
@@ -111,17 +134,23 @@ def _warn(message: str) -> None:
 
 
 def _table(rows: Sequence[InstanceStatus]) -> str:
-    header = ("SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID", "RESTARTS")
+    header: tuple[str, ...] = (
+        "SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID", "RESTARTS",
+    )  # fmt: skip
+    sidecars = any(r.envoy_admin for r in rows)
+    if sidecars:
+        header = (*header, "ENVOY ADMIN")
     cells = [header] + [
         (
             r.service,
             r.id,
             r.address or "-",
             r.version,
-            r.health,
+            r.health + (" (xDS NACK)" if r.xds_nacks else ""),
             r.metrics or "-",
             str(r.pid or "-"),
             str(r.restarts),
+            *((f"http://{r.envoy_admin}" if r.envoy_admin else "-",) if sidecars else ()),
         )
         for r in rows
     ]
@@ -143,9 +172,33 @@ def _etcd_line(status: _Status) -> str:
     )
 
 
+def _controlplane_line(state: MeshState | None) -> str:
+    if state is None or not state.controlplane:
+        return ""
+    pid = state.controlplane_pid or "-"
+    return (
+        f"\ncontrol plane {state.controlplane}: {state.controlplane_state}, pid {pid}, "
+        f"restarts {state.controlplane_restarts}"
+    )
+
+
+def _nack_lines(rows: Sequence[InstanceStatus]) -> str:
+    """Each config a sidecar refused, with Envoy's reason (cut to one line)."""
+    lines = [
+        f"\n! {row.id}'s Envoy refused its {kind.rsplit('.', 1)[-1]} config: "
+        f"{detail.splitlines()[0][:300] if detail else '(no detail)'}"
+        for row in rows
+        for kind, detail in sorted(row.xds_nacks.items())
+    ]
+    return "".join(lines)
+
+
 def _report(status: _Status) -> str:
     table = _table(status.rows) if status.rows else "no instances registered"
-    return f"{table}\n\n{_etcd_line(status)}"
+    return (
+        f"{table}\n\n{_etcd_line(status)}{_controlplane_line(status.state)}"
+        f"{_nack_lines(status.rows)}"
+    )
 
 
 def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
@@ -190,10 +243,15 @@ def cmd_address(config: MeshConfig, args: argparse.Namespace) -> int:
     except RegistryUnavailable as error:
         return _fail(f"cannot reach etcd: {error}")
     for row in rows:
-        if row.service == args.service and row.health == "SERVING":
-            print(row.address)
-            return 0
-    return _fail(f"no instance of {args.service!r} is serving")
+        if args.service in (row.service, row.id) and row.health == "SERVING":
+            if not args.envoy_admin:
+                print(row.address)
+                return 0
+            if row.envoy_admin:
+                print(f"http://{row.envoy_admin}")
+                return 0
+    what = "with a sidecar " if args.envoy_admin else ""
+    return _fail(f"no instance {what}of {args.service!r} is serving")
 
 
 # -- up / down ------------------------------------------------------------------------
@@ -359,6 +417,215 @@ async def _restart(control: str, service: str) -> int:
     return 0
 
 
+# -- traffic / canary / policy / apply -------------------------------------------------
+
+_T = TypeVar("_T")
+
+
+async def _on_mesh_etcd(config: MeshConfig, work: Callable[[EtcdClient], Awaitable[_T]]) -> _T:
+    """`work` with the etcd of the running mesh (found as `meshctl status` finds it)."""
+    _live_state(config)  # a supervisor that is gone: say so rather than time out
+    endpoint = etcd_endpoint(config)
+    if endpoint is None:
+        raise MeshError(_not_running(None))
+    async with EtcdClient(endpoint, timeout=2.0) as etcd:
+        return await work(etcd)
+
+
+def _live(config: MeshConfig, work: Callable[[EtcdClient], Awaitable[int]]) -> int:
+    """Run a live command: bad flags exit 2, an unreachable etcd exits 1, saying so."""
+    try:
+        return asyncio.run(_on_mesh_etcd(config, work))
+    except ConfigError as error:
+        return _fail(str(error), code=2)
+    except RegistryUnavailable as error:
+        return _fail(f"cannot reach etcd: {error}; is the mesh running? (`meshctl status`)")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _rollout_lines(rollout: Rollout) -> list[str]:
+    cells = []
+    for c in rollout.sidecars:
+        if c.confirmed:
+            state = f"in {_ms(c.seconds or 0.0)}"
+        else:
+            state = f"NOT within {rollout.timeout:g}s: " + (
+                c.error or f"shows {format_weights(c.weights)}"
+            )
+        beaten = {v: w for v, w in c.overrides.items() if w != rollout.weights.get(v, 0)}
+        if beaten:
+            state += f" (its runtime override {format_weights(beaten)} wins there)"
+        cells.append((c.instance, c.admin, format_weights(c.weights), state))
+    return _columns(cells, indent="  ")
+
+
+def _columns(rows: Sequence[tuple[str, ...]], indent: str = "") -> list[str]:
+    if not rows:
+        return []
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        (indent + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))).rstrip()
+        for row in rows
+    ]
+
+
+def _say_rollout(rollout: Rollout) -> int:
+    _say(f"{rollout.service}: {format_weights(rollout.weights)} written to etcd")
+    for line in _rollout_lines(rollout):
+        _say(line)
+    if not rollout.sidecars:
+        _say("no sidecars registered; the proxyless clients read the split from etcd")
+        return 0
+    if not rollout.confirmed:
+        late = sum(not c.confirmed for c in rollout.sidecars)
+        return _fail(
+            f"{late} of {len(rollout.sidecars)} sidecars do not route by it after "
+            f"{rollout.timeout:g}s (the split is in etcd; is the control plane up? see "
+            "`meshctl status`)"
+        )
+    _say(
+        f"all {len(rollout.sidecars)} sidecars route by it, {_ms(rollout.seconds)} after the "
+        "write; the proxyless clients read it from etcd"
+    )
+    return 0
+
+
+def _traffic_report_text(report: TrafficReport) -> str:
+    live = (
+        f"{format_weights(report.live)}  (etcd)"
+        if report.live is not None
+        else "as declared  (etcd holds no split)"
+    )
+    lines = [
+        f"{report.service}: versions {', '.join(report.versions)}",
+        f"  declared   {format_weights(report.declared)}  (mesh.yaml)",
+        f"  live       {live}",
+        f"  proxyless  {format_weights(report.in_force)}  (the split in force, read from etcd)",
+    ]
+    if not report.sidecars:
+        return "\n".join([*lines, "  no sidecars registered"])
+    rows = [("INSTANCE", "ADMIN", "XDS WEIGHTS", "OVERRIDES", "STATE")]
+    for s in report.sidecars:
+        state = (
+            s.error or ("DRIFTED" if s.drifted else "") or ("not in force yet" if s.stale else "ok")
+        )
+        rows.append(
+            (s.instance, s.admin, format_weights(s.xds), format_weights(s.overrides or None), state)
+        )
+    return "\n".join([*lines, "  sidecars:", *_columns(rows, indent="    ")])
+
+
+def cmd_traffic(config: MeshConfig, args: argparse.Namespace) -> int:
+    try:
+        weights = parse_weights(args.weights) if args.weights is not None else None
+    except ConfigError as error:
+        return _fail(str(error), code=2)
+
+    async def work(etcd: EtcdClient) -> int:
+        if weights is None and args.switch is None:
+            report = await traffic_report(config, etcd, args.service)
+            print(
+                json.dumps(report.to_json(), indent=2)
+                if args.json
+                else _traffic_report_text(report)
+            )
+            return 0
+        rollout = await set_weights(
+            config, etcd, args.service, weights=weights, switch=args.switch, timeout=args.timeout
+        )
+        if args.json:
+            print(json.dumps(rollout.to_json(), indent=2))
+            return 0 if rollout.confirmed else 1
+        return _say_rollout(rollout)
+
+    return _live(config, work)
+
+
+def cmd_canary(config: MeshConfig, args: argparse.Namespace) -> int:
+    try:
+        plan = CanaryPlan(
+            service=args.service,
+            version=args.version,
+            steps=parse_steps(args.steps),
+            interval=parse_interval(args.interval),
+            max_error_rate=parse_error_rate(args.max_error_rate),
+        )
+    except ConfigError as error:
+        return _fail(str(error), code=2)
+
+    async def work(etcd: EtcdClient) -> int:
+        result = await run_canary(config, etcd, plan, _say)
+        if result.promoted:
+            return 0
+        method = result.breach.method if result.breach else "a method"
+        return _fail(
+            f"the canary of {plan.service} {plan.version} is rolled back: {method} "
+            "broke the error rate bound"
+        )
+
+    return _live(config, work)
+
+
+async def _live_split(config: MeshConfig, service: str) -> tuple[dict[str, int] | None, bool]:
+    """The live split of `service` and whether it is known (False: mesh not running)."""
+    try:
+        return await _on_mesh_etcd(config, lambda etcd: live_weights(config, etcd, service)), True
+    except MeshError:  # not running, or etcd unreachable: the table is mesh.yaml's alone
+        return None, False
+
+
+def cmd_policy(config: MeshConfig, args: argparse.Namespace) -> int:
+    try:
+        config.service(args.service)
+    except ConfigError as error:
+        return _fail(str(error), code=2)
+    live, known = asyncio.run(_live_split(config, args.service))
+    rows = policy_rows(config, args.service, live, live_known=known)
+    if args.json:
+        document = {
+            "service": args.service,
+            "dataplane": config.dataplane,
+            "policies": [row.to_json() for row in rows],
+        }
+        print(json.dumps(document, indent=2))
+        return 0
+    table = [("POLICY", "DECLARED", "SIDECAR", "DIRECT")]
+    table += [(r.policy, r.text, r.sidecar.note, r.direct.note) for r in rows]
+    print(f"{args.service} (this mesh's data plane: {config.dataplane})")
+    print("\n".join(_columns(table)))
+    return 0
+
+
+def cmd_apply(config: MeshConfig, args: argparse.Namespace) -> int:
+    # main() loaded and validated mesh.yaml just now: a bad file exits 2 before this.
+    async def work(etcd: EtcdClient) -> int:
+        applied = await apply_authz(config, etcd)
+        if applied.previous is None:
+            was = "etcd held none: each process had its mesh.yaml's from its start"
+        elif applied.changed:
+            was = f"replacing a table of {len(applied.previous)} rules"
+        else:
+            was = "unchanged"
+        _say(f"authz: {len(applied.rules)} rules written to etcd ({was})")
+        planes = "every instance" + (
+            " and every sidecar (through the control plane)"
+            if config.dataplane == "sidecar"
+            else ""
+        )
+        _say(f"both data planes apply it within 1 s: {planes}")
+        _say(
+            "Only the authz table is applied live; other changes of mesh.yaml apply when "
+            "the processes that read it restart (`meshctl restart <service>`, or "
+            "`meshctl down` and `meshctl up`)."
+        )
+        return 0
+
+    return _live(config, work)
+
+
 # -- config schema --------------------------------------------------------------------
 
 SCHEMA_FILE = "mesh.schema.json"
@@ -509,9 +776,14 @@ def _parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=cmd_status)
 
     address = commands.add_parser(
-        "address", help="print host:port of a serving instance of SERVICE"
+        "address", help="print host:port of a serving instance of SERVICE (or instance ID)"
     )
-    address.add_argument("service")
+    address.add_argument("service", help="a service, or an instance id such as product-v2-1")
+    address.add_argument(
+        "--envoy-admin",
+        action="store_true",
+        help="print the URL of its sidecar's Envoy admin instead",
+    )
     address.set_defaults(handler=cmd_address)
 
     restart = commands.add_parser(
@@ -519,6 +791,55 @@ def _parser() -> argparse.ArgumentParser:
     )
     restart.add_argument("service")
     restart.set_defaults(handler=cmd_restart)
+
+    traffic = commands.add_parser(
+        "traffic", help="show or set SERVICE's split of calls over its versions, live"
+    )
+    traffic.add_argument("service")
+    split = traffic.add_mutually_exclusive_group()
+    split.add_argument(
+        "--weights", metavar="V=N,...", help="set the split, e.g. v1=90,v2=10 (whole numbers)"
+    )
+    split.add_argument("--switch", metavar="VERSION", help="blue-green: every call to VERSION")
+    traffic.add_argument(
+        "--timeout",
+        type=float,
+        default=CONFIRM_TIMEOUT,
+        help=f"seconds to wait for every sidecar to apply it (default {CONFIRM_TIMEOUT:g})",
+    )
+    traffic.add_argument("--json", action="store_true", help="print JSON for scripts")
+    traffic.set_defaults(handler=cmd_traffic)
+
+    canary = commands.add_parser(
+        "canary", help="move SERVICE's calls to VERSION step by step; roll back on errors"
+    )
+    canary.add_argument("service")
+    canary.add_argument("version")
+    canary.add_argument(
+        "--steps",
+        default="10,25,50,100",
+        help="canary percentages, ending at 100 (default 10,25,50,100)",
+    )
+    canary.add_argument(
+        "--interval", default="10s", help="time per step: 10s, 500ms, 1m or seconds (default 10s)"
+    )
+    canary.add_argument(
+        "--max-error-rate",
+        default="0.01",
+        help="share of a method's calls that may fail (gRPC status not OK) (default 0.01)",
+    )
+    canary.set_defaults(handler=cmd_canary)
+
+    policy = commands.add_parser(
+        "policy", help="SERVICE's traffic policies and which data plane applies each"
+    )
+    policy.add_argument("service")
+    policy.add_argument("--json", action="store_true", help="print JSON for scripts")
+    policy.set_defaults(handler=cmd_policy)
+
+    commands.add_parser(
+        "apply", help="validate mesh.yaml and apply its authz table to the running mesh"
+    ).set_defaults(handler=cmd_apply)
 
     commands.add_parser(
         "certs", help="create the CA and certificates (keeps valid ones)"

@@ -45,6 +45,8 @@ class InstanceRecord:
     version: str = ""
     restarts: int = 0  # restarts after the process died (never a rolling restart)
     state: str = "STARTING"  # STARTING, SERVING, RESTARTING or CRASHLOOP
+    dataplane: str = ""  # "direct" or "sidecar"
+    envoy_admin: str = ""  # host:port of its sidecar's Envoy admin, once SERVING; "" if none
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class MeshState:
     etcd_state: str = ""  # the embedded etcd: RUNNING, RESTARTING or CRASHLOOP; "" if external
     etcd_restarts: int = 0
     control: str = ""  # path of the supervisor's control socket; "" if it has none
+    controlplane: str = ""  # host:port of the xDS control plane; "" without sidecars
+    controlplane_pid: int | None = None
+    controlplane_state: str = ""  # RUNNING, RESTARTING or CRASHLOOP; "" without sidecars
+    controlplane_restarts: int = 0
 
     def supervisor_alive(self) -> bool:
         """Whether the supervisor still runs (not merely whether its pid is taken: after

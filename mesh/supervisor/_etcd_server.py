@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 from mesh.errors import MeshError
-from mesh.supervisor._process import find_binary, free_port, log_tail, owned_command, stop_process
+from mesh.process import find_binary, free_port, log_tail, owned_command, stop_process
 
 __all__ = ["EtcdServer"]
 

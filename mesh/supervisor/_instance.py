@@ -15,10 +15,10 @@ from typing import Protocol
 
 from mesh.config import MeshConfig, ServiceSpec
 from mesh.errors import MeshError, RegistryUnavailable
+from mesh.process import log_tail, owned_command, stop_process
 from mesh.registry import Endpoint, EtcdClient, instance_key
 from mesh.supervisor._health import check_health
 from mesh.supervisor._loglines import LineSplitter, stderr_record, stdout_record
-from mesh.supervisor._process import log_tail, owned_command, stop_process
 from mesh.tasks import cancel_and_wait
 
 __all__ = ["InstanceProcess"]
@@ -54,6 +54,7 @@ class InstanceProcess:
         *,
         port: int = 0,
         metrics_port: int = 0,
+        envoy_admin_port: int = 0,
         version: str | None = None,
     ) -> None:
         self.config = config
@@ -62,6 +63,7 @@ class InstanceProcess:
         self.etcd_endpoint = etcd_endpoint
         self.port = port
         self.metrics_port = metrics_port
+        self.envoy_admin_port = envoy_admin_port
         self.version = version or spec.version
         self.log_path = config.state_dir / "logs" / f"{instance_id}.log"
         self.endpoint: Endpoint | None = None
@@ -92,6 +94,7 @@ class InstanceProcess:
             "--instance-id", self.instance_id,
             "--port", str(self.port),
             "--metrics-port", str(self.metrics_port),
+            "--envoy-admin-port", str(self.envoy_admin_port),
             "--etcd", self.etcd_endpoint,
             "--version", self.version,
         ]  # fmt: skip

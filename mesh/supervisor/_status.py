@@ -6,10 +6,12 @@ checked at the address it last served on."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 
 from mesh.config import MeshConfig
-from mesh.registry import Endpoint, EtcdClient, services_root
+from mesh.registry import Endpoint, EtcdClient, services_root, xds_status_root
 from mesh.state import InstanceRecord, MeshState, process_running
 from mesh.supervisor._health import check_health
 from mesh.supervisor._restart import CRASHLOOP, RESTARTING
@@ -35,6 +37,11 @@ class InstanceStatus:
     metrics: str  # http URL of /metrics, or ""
     pid: int | None
     restarts: int = 0  # times the supervisor restarted it after it died
+    dataplane: str = ""  # "direct" or "sidecar": how it is reached
+    envoy_admin: str = ""  # host:port of its sidecar's Envoy admin; "" without one
+    xds_nacks: dict[str, str] = field(default_factory=dict)
+    """Its sidecar's config the control plane last saw refused, by resource type:
+    Envoy's own error text. Empty when everything pushed was accepted."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -51,7 +58,24 @@ async def mesh_status(
             endpoints.append(Endpoint.from_json(value))
         except ValueError:
             continue
-    return await _rows(config, state, endpoints)
+    rows = await _rows(config, state, endpoints)
+    nacks = await _xds_nacks(config, etcd)
+    return [replace(row, xds_nacks=nacks[row.id]) if row.id in nacks else row for row in rows]
+
+
+async def _xds_nacks(config: MeshConfig, etcd: EtcdClient) -> Mapping[str, dict[str, str]]:
+    """The NACKs the control plane keeps in etcd, by instance id."""
+    root = xds_status_root(config.etcd.prefix)
+    _, items = await etcd.get_prefix(root)
+    found = {}
+    for key, value in items:
+        try:
+            nacks = json.loads(value)["nacks"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(nacks, dict):
+            found[key.removeprefix(root)] = {str(k): str(v) for k, v in nacks.items()}
+    return found
 
 
 async def supervisor_status(config: MeshConfig, state: MeshState) -> list[InstanceStatus]:
@@ -83,6 +107,8 @@ async def _registered(config: MeshConfig, endpoint: Endpoint) -> InstanceStatus:
         health=await check_health(config, endpoint.address),
         metrics=_metrics_url(endpoint),
         pid=int(pid) if pid.isdigit() else None,
+        dataplane=endpoint.metadata.get("dataplane", "direct"),
+        envoy_admin=endpoint.metadata.get("envoy_admin", ""),
     )
 
 
@@ -110,6 +136,8 @@ async def _recorded(
         metrics=_metrics_url(endpoint) if endpoint else record.metrics,
         pid=record.pid if running else None,
         restarts=record.restarts,
+        dataplane=record.dataplane or config.dataplane,
+        envoy_admin=(endpoint.metadata.get("envoy_admin", "") if endpoint else record.envoy_admin),
     )
 
 

@@ -1,5 +1,6 @@
-"""Processes under supervision: a service instance, or the embedded etcd, started again
-with backoff (see `_restart`) whenever it dies without the supervisor having stopped it.
+"""Processes under supervision: a service instance, the embedded etcd or the control
+plane, started again with backoff (see `_restart`) whenever it dies without the
+supervisor having stopped it.
 
 Each object owns one task that watches its process (`supervise()` starts it,
 `unsupervise()` ends it): a process is treated as crashed only while that task runs,
@@ -12,14 +13,15 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Protocol
 
 from mesh.config import MeshConfig, ServiceSpec
 from mesh.errors import MeshError
+from mesh.process import relative_path
 from mesh.registry import Endpoint, EtcdClient
 from mesh.state import InstanceRecord
-from mesh.supervisor._etcd_server import EtcdServer
 from mesh.supervisor._instance import InstanceProcess
-from mesh.supervisor._process import relative_path
 from mesh.supervisor._restart import CRASHLOOP, RESTARTING, CrashTracker, RestartPolicy
 from mesh.tasks import cancel_and_wait
 
@@ -27,8 +29,9 @@ __all__ = [
     "RUNNING",
     "SERVING",
     "STARTING",
-    "SupervisedEtcd",
     "SupervisedInstance",
+    "SupervisedServer",
+    "instance_names",
     "instance_record",
 ]
 
@@ -40,6 +43,16 @@ _WAITING = (RESTARTING, CRASHLOOP)
 Report = Callable[[str], None]
 Changed = Callable[[], None]
 Progress = Callable[[str], Awaitable[None]]
+
+
+def instance_names(spec: ServiceSpec) -> list[tuple[str, str]]:
+    """(instance id, version) of each instance of `spec`, in port order: <name>-<n> for
+    the first version, <name>-<version>-<n> for the others."""
+    names: list[tuple[str, str]] = []
+    for rank, (version, replicas) in enumerate(spec.running_versions.items()):
+        stem = spec.name if rank == 0 else f"{spec.name}-{version}"
+        names.extend((f"{stem}-{n}", version) for n in range(1, replicas + 1))
+    return names
 
 
 def instance_record(
@@ -58,6 +71,8 @@ def instance_record(
         address=endpoint.address if endpoint else "",
         metrics=f"http://{metrics}/metrics" if metrics else "",
         version=process.version,
+        dataplane=process.config.dataplane,
+        envoy_admin=endpoint.metadata.get("envoy_admin", "") if endpoint else "",
         restarts=restarts,
         state=state,
     )
@@ -77,6 +92,8 @@ class SupervisedInstance:
         *,
         port: int,
         metrics_port: int,
+        envoy_admin_port: int = 0,
+        version: str | None = None,
         report: Report,
         changed: Changed,
         policy: RestartPolicy | None = None,
@@ -88,6 +105,8 @@ class SupervisedInstance:
         self._etcd_endpoint = etcd_endpoint
         self._port = port
         self._metrics_port = metrics_port
+        self._envoy_admin_port = envoy_admin_port
+        self._version = version
         self._report = report
         self._changed = changed
         self._tracker = CrashTracker(policy or RestartPolicy(), clock)
@@ -104,6 +123,8 @@ class SupervisedInstance:
             self._etcd_endpoint,
             port=self._port,
             metrics_port=self._metrics_port,
+            envoy_admin_port=self._envoy_admin_port,
+            version=self._version,
         )
 
     def record(self) -> InstanceRecord:
@@ -219,20 +240,44 @@ class SupervisedInstance:
         )
 
 
-class SupervisedEtcd:
-    """The embedded etcd, restarted on its data dir and ports when it dies. `state` is
-    STARTING, RUNNING, or RESTARTING / CRASHLOOP while it waits out a backoff."""
+class Server(Protocol):
+    """A mesh server process the supervisor restarts in place: the embedded etcd, the
+    control plane."""
+
+    log_path: Path
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    async def spawn(self) -> None: ...
+
+    async def wait_healthy(self, timeout: float = 30.0) -> None: ...
+
+    async def wait(self) -> int | None: ...
+
+    async def stop(self, timeout: float = 5.0) -> None: ...
+
+
+class SupervisedServer:
+    """A server process (the embedded etcd, or the control plane, as `name` says),
+    restarted on its ports (and data dir) when it dies. `state` is STARTING, RUNNING,
+    or RESTARTING / CRASHLOOP while it waits out a backoff."""
 
     def __init__(
         self,
-        server: EtcdServer,
+        server: Server,
         *,
+        name: str = "etcd",
         report: Report,
         changed: Changed,
         policy: RestartPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.server = server
+        self.name = name
         self._report = report
         self._changed = changed
         self._tracker = CrashTracker(policy or RestartPolicy(), clock)
@@ -254,7 +299,7 @@ class SupervisedEtcd:
 
     def supervise(self) -> None:
         if self._watcher is None:
-            self._watcher = asyncio.create_task(self._supervise(), name="supervise etcd")
+            self._watcher = asyncio.create_task(self._supervise(), name=f"supervise {self.name}")
 
     async def unsupervise(self) -> None:
         if self._watcher is not None:
@@ -272,7 +317,7 @@ class SupervisedEtcd:
             self.state = self._tracker.waiting_state
             self._changed()
             self._report(
-                f"! etcd exited with code {code}; restarting in {delay:g}s "
+                f"! {self.name} exited with code {code}; restarting in {delay:g}s "
                 f"on {self.server.endpoint} (see {relative_path(self.server.log_path)})"
             )
             await asyncio.sleep(delay)
@@ -281,6 +326,6 @@ class SupervisedEtcd:
             try:
                 await self.start()
             except (MeshError, OSError) as error:
-                self._report(f"! etcd did not start again: {str(error).splitlines()[0]}")
+                self._report(f"! {self.name} did not start again: {str(error).splitlines()[0]}")
                 continue
-            self._report(f"etcd restarted (restart {self.restarts}, pid {self.server.pid})")
+            self._report(f"{self.name} restarted (restart {self.restarts}, pid {self.server.pid})")

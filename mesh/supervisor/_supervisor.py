@@ -1,5 +1,6 @@
-"""The process supervisor behind `meshctl up`: etcd plus every service instance, started,
-watched until ready, kept running, and stopped together.
+"""The process supervisor behind `meshctl up`: etcd, the control plane (with sidecars)
+and every service instance, started, watched until ready, kept running, and stopped
+together. (Each instance runs its own sidecar, as a pod does: see mesh.server.)
 
 Once the mesh is up, a process that dies (an instance, or the embedded etcd) is started
 again with exponential backoff, as Kubernetes restarts a crashed container (see
@@ -19,9 +20,10 @@ import time
 from collections.abc import Callable
 
 from mesh.config import MeshConfig
-from mesh.errors import MeshError
+from mesh.errors import MeshError, RegistryUnavailable
 from mesh.identity import ensure_certificates
-from mesh.registry import EtcdClient
+from mesh.process import relative_path
+from mesh.registry import EtcdClient, authz_key, encode_authz, traffic_key
 from mesh.state import MeshState, clear_state, read_state, write_state
 from mesh.supervisor._control import (
     ControlEvent,
@@ -30,16 +32,17 @@ from mesh.supervisor._control import (
     Progress,
     socket_path,
 )
+from mesh.supervisor._controlplane import ControlPlaneServer
 from mesh.supervisor._etcd_server import EtcdServer
 from mesh.supervisor._health import check_health
 from mesh.supervisor._instance import InstanceProcess
-from mesh.supervisor._process import relative_path
 from mesh.supervisor._restart import RestartPolicy
 from mesh.supervisor._supervised import (
     SERVING,
     STARTING,
-    SupervisedEtcd,
     SupervisedInstance,
+    SupervisedServer,
+    instance_names,
     instance_record,
 )
 
@@ -80,7 +83,8 @@ class Supervisor:
         self.config = config
         self._report = report
         self._policy = policy or RestartPolicy()
-        self._etcd: SupervisedEtcd | None = None
+        self._etcd: SupervisedServer | None = None
+        self._controlplane: SupervisedServer | None = None
         self.instances: list[SupervisedInstance] = []
         self._surges: dict[str, InstanceProcess] = {}  # stand-ins during a rolling restart
         self._registry: EtcdClient | None = None
@@ -108,6 +112,9 @@ class Supervisor:
             self._certificates()
             await self._start_etcd()
             self._registry = EtcdClient(self.etcd_endpoint)
+            await self._declare_policy(self._registry)
+            if self.config.dataplane == "sidecar":
+                await self._start_controlplane()
             await self._spawn_all()
             self._saving = True
             self._save()
@@ -144,23 +151,53 @@ class Supervisor:
         )
         self.etcd_endpoint = server.endpoint
         # Kept before it starts: stop() must see it if the start is cut short.
-        self._etcd = SupervisedEtcd(
+        self._etcd = SupervisedServer(
             server, report=self._report, changed=self._save, policy=self._policy
         )
         started = time.monotonic()
         await self._etcd.start()
         self._report(f"etcd          {server.endpoint} ({time.monotonic() - started:.1f}s)")
 
+    async def _declare_policy(self, etcd: EtcdClient) -> None:
+        """The live authz table and weights start as mesh.yaml declares them (etcd may
+        hold an earlier run's)."""
+        prefix = self.config.etcd.prefix
+        try:
+            await etcd.put(authz_key(prefix), encode_authz(self.config.authz))
+            for name in self.config.services:
+                await etcd.delete(traffic_key(prefix, name))
+        except RegistryUnavailable as error:
+            self._report(f"! cannot reset the live authz table and weights: {error}")
+
+    async def _start_controlplane(self) -> None:
+        server = ControlPlaneServer(
+            self.config,
+            self.etcd_endpoint,
+            self.config.state_dir / "logs" / "controlplane.log",
+        )
+        self._controlplane = SupervisedServer(
+            server,
+            name="control plane",
+            report=self._report,
+            changed=self._save,
+            policy=self._policy,
+        )
+        started = time.monotonic()
+        await self._controlplane.start()
+        self._report(f"control plane {server.endpoint} ({time.monotonic() - started:.1f}s)")
+
     async def _spawn_all(self) -> None:
         for spec in self.config.services.values():
-            for index in range(spec.replicas):
+            for index, (instance_id, version) in enumerate(instance_names(spec)):
                 instance = SupervisedInstance(
                     self.config,
                     spec,
-                    f"{spec.name}-{index + 1}",
+                    instance_id,
                     self.etcd_endpoint,
                     port=spec.port + index if spec.port else 0,
                     metrics_port=spec.metrics_port + index if spec.metrics_port else 0,
+                    envoy_admin_port=spec.envoy_admin_port + index if spec.envoy_admin_port else 0,
+                    version=version,
                     report=self._report,
                     changed=self._save,
                     policy=self._policy,
@@ -189,6 +226,8 @@ class Supervisor:
     def _supervise_all(self, etcd: EtcdClient) -> None:
         if self._etcd is not None:
             self._etcd.supervise()
+        if self._controlplane is not None:
+            self._controlplane.supervise()
         for instance in self.instances:
             instance.supervise(etcd)
 
@@ -200,7 +239,7 @@ class Supervisor:
             instance_record(p, state=SERVING if p.endpoint else STARTING)
             for p in self._surges.values()
         )
-        etcd = self._etcd
+        etcd, controlplane = self._etcd, self._controlplane
         state = MeshState(
             supervisor_pid=os.getpid(),
             etcd_endpoint=self.etcd_endpoint,
@@ -210,6 +249,10 @@ class Supervisor:
             etcd_state=etcd.state if etcd else "",
             etcd_restarts=etcd.restarts if etcd else 0,
             control=str(self._control.path) if self._control else "",
+            controlplane=controlplane.server.endpoint if controlplane else "",
+            controlplane_pid=controlplane.pid if controlplane else None,
+            controlplane_state=controlplane.state if controlplane else "",
+            controlplane_restarts=controlplane.restarts if controlplane else 0,
         )
         write_state(self.config.state_dir, state)
 
@@ -243,7 +286,12 @@ class Supervisor:
         self, member: SupervisedInstance, members: list[SupervisedInstance], progress: Progress
     ) -> None:
         assert self._registry is not None
-        others = [other for other in members if other is not member]
+        # Another version is no stand-in: its weight may be 0 (or the split is the point).
+        others = [
+            other
+            for other in members
+            if other is not member and other.process.version == member.process.version
+        ]
         surge = None
         if not await self._any_serving(others):
             surge = await self._start_surge(member, progress)
@@ -273,7 +321,11 @@ class Supervisor:
         """A temporary extra instance of `member`'s service, on free ports, SERVING."""
         assert self._registry is not None
         surge = InstanceProcess(
-            self.config, member.spec, f"{member.instance_id}-surge", self.etcd_endpoint
+            self.config,
+            member.spec,
+            f"{member.instance_id}-surge",
+            self.etcd_endpoint,
+            version=member.process.version,
         )
         self._surges[surge.instance_id] = surge
         try:
@@ -316,6 +368,9 @@ class Supervisor:
                 self._report(f"! {process.instance_id} stopped with code {code}")
         self.instances.clear()
         self._surges.clear()
+        if self._controlplane is not None:
+            await self._controlplane.stop()
+            self._controlplane = None
         if self._etcd is not None:
             await self._etcd.stop()
             self._etcd = None

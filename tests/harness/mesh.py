@@ -19,8 +19,8 @@ import yaml
 from mesh.client import DirectDataPlane, MeshClient
 from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config
 from mesh.identity import IdentityFiles, SpiffeId, channel_credentials, ensure_certificates
-from mesh.registry import EtcdClient, EtcdDiscovery
-from mesh.supervisor import InstanceProcess
+from mesh.registry import EtcdClient, EtcdDiscovery, LivePolicy
+from mesh.supervisor import ControlPlaneServer, InstanceProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -32,12 +32,16 @@ def write_config(
     certs_dir: Path,
     replicas: Mapping[str, int],
     overrides: Mapping[str, Any] | None = None,
+    dataplane: str = "direct",
 ) -> MeshConfig:
     """root/mesh.yaml: the repo's mesh.yaml with every port 0, a fresh registry prefix,
     short leases and drains, and only the services in `replicas` (each with its
     settings from the repo's file, so the demo data is there)."""
     document = yaml.safe_load((REPO / "mesh.yaml").read_text())
-    document["mesh"].update(state_dir=str(root / ".mesh"), certs_dir=str(certs_dir))
+    document["mesh"].update(
+        state_dir=str(root / ".mesh"), certs_dir=str(certs_dir), dataplane=dataplane
+    )
+    document["controlplane"] = {"port": 0}
     document["etcd"] = {
         "endpoint": etcd_endpoint,
         "prefix": f"/test-{uuid.uuid4().hex[:8]}",
@@ -74,10 +78,27 @@ class MeshHarness:
         self.etcd_endpoint = etcd_endpoint
         self.etcd = EtcdClient(etcd_endpoint)
         self.instances: dict[str, InstanceProcess] = {}
+        self.controlplane: ControlPlaneServer | None = None
         self._clients: list[MeshClient] = []
+        self._live: list[LivePolicy] = []
+
+    async def start_controlplane(self) -> ControlPlaneServer:
+        """The xDS control plane, which instances with sidecars need (started once)."""
+        if self.controlplane is None:
+            self.controlplane = ControlPlaneServer(
+                self.config,
+                self.etcd_endpoint,
+                self.config.state_dir / "logs" / "controlplane.log",
+            )
+            await self.controlplane.spawn()
+            await self.controlplane.wait_healthy()
+        return self.controlplane
 
     async def start(self, replicas: Mapping[str, int] | None = None) -> None:
-        """Start instances (default: as many as mesh.yaml says) and wait until all serve."""
+        """Start instances (default: as many as mesh.yaml says) and wait until all serve;
+        with sidecars, the control plane first."""
+        if self.config.dataplane == "sidecar":
+            await self.start_controlplane()
         wanted = replicas or {name: spec.replicas for name, spec in self.config.services.items()}
         started = [
             self.spawn(service, f"{service}-{index + 1}")
@@ -106,8 +127,14 @@ class MeshHarness:
         await instance.wait_ready(self.etcd)
         return instance
 
-    def client(self, identity: str = ADMIN_IDENTITY, **policy: Any) -> MeshClient:
-        """A mesh client with `identity`'s certificate; `policy` overrides ClientPolicy fields."""
+    def client(
+        self, identity: str = ADMIN_IDENTITY, *, live: LivePolicy | None = None, **policy: Any
+    ) -> MeshClient:
+        """A mesh client with `identity`'s certificate; `policy` overrides ClientPolicy
+        fields (for every service: no service's own `policy:` applies). With `live`
+        (from `live_policy()`), calls split over versions by its live weights, as in an
+        instance (declared `policy.weights` do not apply here); without, every endpoint
+        gets an equal share."""
         from dataclasses import replace
 
         client = MeshClient(
@@ -118,10 +145,19 @@ class MeshHarness:
                 identity_of=functools.partial(
                     SpiffeId, self.config.trust_domain, self.config.namespace
                 ),
+                weights=(lambda service: live.weights.get(service)) if live else None,
             )
         )
         self._clients.append(client)
         return client
+
+    def live_policy(self) -> LivePolicy:
+        """A started LivePolicy on this mesh's etcd prefix (stopped by `aclose()`): the
+        live authz table and version weights, as instances follow them."""
+        live = LivePolicy(self.etcd, self.config.etcd.prefix, self.config.authz)
+        live.start()
+        self._live.append(live)
+        return live
 
     def logs(self) -> str:
         return "\n".join(f"--- {i.instance_id}\n{i.log_tail()}" for i in self.instances.values())
@@ -130,5 +166,9 @@ class MeshHarness:
         for client in self._clients:
             with contextlib.suppress(Exception):
                 await client.aclose()
+        for live in self._live:
+            await live.aclose()
         await asyncio.gather(*(i.stop() for i in self.instances.values()), return_exceptions=True)
+        if self.controlplane is not None:
+            await self.controlplane.stop()
         await self.etcd.aclose()

@@ -11,7 +11,15 @@ import pytest
 
 import mesh
 
-PACKAGES = ["mesh.client", "mesh.registry", "mesh.server", "mesh.supervisor", "mesh.telemetry"]
+PACKAGES = [
+    "mesh.client",
+    "mesh.envoy",
+    "mesh.registry",
+    "mesh.server",
+    "mesh.supervisor",
+    "mesh.telemetry",
+    "mesh.xds",
+]
 
 
 def modules_with_all() -> list[str]:
