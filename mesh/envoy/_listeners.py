@@ -13,6 +13,7 @@ from typing import Any
 from envoy.config.core.v3 import base_pb2
 from envoy.config.listener.v3 import listener_components_pb2, listener_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as rbac_config_pb2
+from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.common.fault.v3 import fault_pb2 as common_fault_pb2
 from envoy.extensions.filters.http.fault.v3 import fault_pb2
 from envoy.extensions.filters.http.grpc_stats.v3 import config_pb2 as grpc_stats_pb2
@@ -22,6 +23,7 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.type.matcher.v3 import string_pb2
 from envoy.type.v3 import token_bucket_pb2
 from google.protobuf import wrappers_pb2
 
@@ -48,6 +50,7 @@ _GRPC_STATS_FILTER = "envoy.filters.http.grpc_stats"
 _ROUTER_FILTER = "envoy.filters.http.router"
 
 _HCM = hcm_pb2.HttpConnectionManager
+_HEALTH_SERVICE = "grpc.health.v1.Health"
 _OWNER_ONLY = 0o600  # the app's user alone may call out through the sidecar
 _REFILL_INTERVAL = 1.0  # seconds: the bucket gains tokens_per_second each second
 
@@ -158,7 +161,9 @@ def _local_rate_limit(limit: RateLimitPolicy) -> Any:
 
 def _fault(faults: FaultPolicy) -> Any:
     """Both blocks are always present: a runtime key acts only on a block the config
-    has, and the declared shares (usually 0) keep it off until changed at run time."""
+    has, and the declared shares (usually 0) keep it off until changed at run time.
+    Health checks are spared: a fault is the app's, and the mesh must still see the
+    instance as serving (as `meshctl status` and the supervisor do)."""
     return fault_pb2.HTTPFault(
         delay=common_fault_pb2.FaultDelay(
             fixed_delay=duration(faults.delay_ms / 1000),
@@ -172,4 +177,13 @@ def _fault(faults: FaultPolicy) -> Any:
         delay_duration_runtime="fault.delay_ms",
         abort_percent_runtime="fault.abort_percent",
         abort_grpc_status_runtime="fault.abort_grpc_status",
+        headers=[_not_health_check()],
+    )
+
+
+def _not_health_check() -> Any:
+    return route_components_pb2.HeaderMatcher(
+        name=":path",
+        string_match=string_pb2.StringMatcher(prefix=f"/{_HEALTH_SERVICE}/"),
+        invert_match=True,
     )

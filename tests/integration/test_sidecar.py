@@ -6,6 +6,9 @@ an already open connection."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
 import time
 import urllib.request
 from collections.abc import AsyncIterator
@@ -13,11 +16,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-from mesh.registry import authz_key, encode_authz
-from mesh.supervisor import EtcdServer
+from mesh.config import load_config
+from mesh.envoy import CLUSTER_TYPE
+from mesh.registry import authz_key, encode_authz, xds_status_root
+from mesh.supervisor import EtcdServer, mesh_status
 from tests.harness.mesh import MeshHarness, write_config
 
 pytestmark = pytest.mark.integration
@@ -27,13 +33,22 @@ pytestmark = pytest.mark.integration
 async def sidecars(
     tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
 ) -> AsyncIterator[MeshHarness]:
+    root = tmp_path_factory.mktemp("sc")
     config = write_config(
-        tmp_path_factory.mktemp("sc"),
+        root,
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 1, "order": 1},
+        replicas={"product": 1, "inventory": 2, "order": 1},
         dataplane="sidecar",
     )
+    # Outlier sweeps every 0.2 s and ejections of 1 s, rather than Envoy's 10 s and
+    # 30 s: an ejection shows, and ends, within a test's patience.
+    document = yaml.safe_load(config.path.read_text())
+    document["services"]["inventory"]["policy"] = {
+        "outlier": {"interval": 0.2, "base_ejection_time": 1.0}
+    }
+    config.path.write_text(yaml.safe_dump(document, sort_keys=False))
+    config = load_config(config.path)
     mesh = MeshHarness(config, etcd.endpoint)
     try:
         await mesh.start()
@@ -74,13 +89,16 @@ async def _order(mesh: MeshHarness, customer: str) -> order_pb2.PlaceOrderRespon
 
 
 async def test_a_call_passes_both_sidecars(sidecars: MeshHarness) -> None:
-    order_admin, inventory_admin = _admin(sidecars, "order-1"), _admin(sidecars, "inventory-1")
+    order_admin = _admin(sidecars, "order-1")
+    inventory_admins = [_admin(sidecars, i) for i in ("inventory-1", "inventory-2")]
     out_name = "cluster.inventory_v1.upstream_rq_completed"
     in_name = "http.inbound.downstream_rq_completed"
-    before_out, before_in = _counter(order_admin, out_name), _counter(inventory_admin, in_name)
+    before_out = _counter(order_admin, out_name)
+    before_in = sum(_counter(admin, in_name) for admin in inventory_admins)
     await _order(sidecars, "cust-sidecar")
-    assert _counter(order_admin, out_name) > before_out  # order's sidecar sent it
-    assert _counter(inventory_admin, in_name) > before_in  # inventory's received it
+    assert _counter(order_admin, out_name) == before_out + 1  # order's sidecar sent it
+    # One of inventory's sidecars received it (its health checks count there too).
+    assert sum(_counter(admin, in_name) for admin in inventory_admins) > before_in
 
 
 async def test_the_registered_address_is_the_sidecars_and_speaks_mtls(
@@ -111,14 +129,15 @@ async def test_the_inbound_sidecar_denies_a_caller_the_table_does_not_allow(
 ) -> None:
     """product may not call inventory: its calls stop at inventory's sidecar."""
     stub = inventory_pb2_grpc.InventoryServiceStub(sidecars.client("product").channel("inventory"))
-    app_calls = "cluster.local_app.upstream_rq_total"
-    admin = _admin(sidecars, "inventory-1")
-    before = _counter(admin, app_calls)
+    app_calls, denied = "cluster.local_app.upstream_rq_total", "http.inbound.rbac.denied"
+    admins = [_admin(sidecars, i) for i in ("inventory-1", "inventory-2")]
+    before = [(_counter(admin, app_calls), _counter(admin, denied)) for admin in admins]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetStock(inventory_pb2.GetStockRequest(product_id="sku-mug"), timeout=3)
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    assert _counter(admin, app_calls) == before  # the app never saw it
-    assert _counter(admin, "http.inbound.rbac.denied") >= 1
+    after = [(_counter(admin, app_calls), _counter(admin, denied)) for admin in admins]
+    assert [calls for calls, _ in after] == [calls for calls, _ in before]  # no app saw it
+    assert sum(d for _, d in after) == sum(d for _, d in before) + 1
 
 
 async def test_an_authz_change_denies_the_next_call_on_an_open_connection(
@@ -156,3 +175,175 @@ async def _until_ok(call: object, timeout: float = 3.0) -> None:
             if time.monotonic() > until:
                 raise
             await asyncio.sleep(0.05)
+
+
+def _hosts(admin: str, cluster: str) -> dict[str, str]:
+    """The hosts of `cluster` in a sidecar's /clusters: address -> health flags."""
+    hosts: dict[str, str] = {}
+    for line in _get(admin, "/clusters").splitlines():
+        name, _, rest = line.partition("::")
+        if name != cluster:
+            continue
+        address, _, stat = rest.partition("::")
+        if stat.startswith("health_flags::"):
+            hosts[address] = stat.removeprefix("health_flags::")
+        elif address[:1].isdigit():
+            hosts.setdefault(address, "")
+    return hosts
+
+
+async def _until(condition: object, what: str, timeout: float = 10.0) -> None:
+    until = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < until, f"timed out waiting until {what}"
+        await asyncio.sleep(0.02)
+
+
+def _sidecar_admins(mesh: MeshHarness) -> list[str]:
+    return [_admin(mesh, i) for i in mesh.instances if mesh.instances[i].endpoint is not None]
+
+
+async def test_every_sidecars_clusters_follow_instances_that_come_and_go(
+    sidecars: MeshHarness,
+) -> None:
+    admins = _sidecar_admins(sidecars)
+    extra = await sidecars.start_one("inventory", "inventory-3")
+    assert extra.endpoint is not None
+    address = extra.endpoint.address
+    await _until(
+        lambda: all(address in _hosts(a, "inventory_v1") for a in admins), "every sidecar has it"
+    )
+    os.kill(extra.pid, signal.SIGKILL)  # its lease expires; no goodbye
+    await extra.wait()
+    del sidecars.instances["inventory-3"]
+    await _until(
+        lambda: all(address not in _hosts(a, "inventory_v1") for a in admins),
+        "every sidecar dropped it",
+        timeout=sidecars.config.etcd.lease_ttl + 5,
+    )
+
+
+async def test_a_sidecar_killed_under_load_fails_no_idempotent_call(sidecars: MeshHarness) -> None:
+    """kill -9 of inventory-1's Envoy while order reserves stock through it: order's
+    sidecar retries on inventory-2, and inventory-1 gets its Envoy back."""
+    admin = _admin(sidecars, "inventory-1")
+    ok, failures, stop = 0, [], asyncio.Event()
+
+    async def loop(worker: int) -> None:
+        nonlocal ok
+        sequence = 0
+        while not stop.is_set():
+            sequence += 1
+            try:
+                await _order(sidecars, f"cust-load-{worker}-{sequence}")
+                ok += 1
+            except grpc.aio.AioRpcError as error:
+                failures.append(f"{error.code().name}: {error.details()}")
+
+    workers = [asyncio.create_task(loop(n)) for n in range(3)]
+    try:
+        await _until(lambda: ok >= 10, "orders flow")
+        os.kill(_envoy_pid("inventory-1"), signal.SIGKILL)
+        started = ok
+        await _until(lambda: ok >= started + 30, "orders go on")
+        await _until(lambda: _live(admin), "inventory-1's sidecar is back")
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    assert failures == []
+
+
+async def test_traffic_goes_on_without_the_control_plane_which_resyncs_on_restart(
+    sidecars: MeshHarness,
+) -> None:
+    controlplane = sidecars.controlplane
+    assert controlplane is not None
+    await controlplane.kill()
+    for index in range(5):
+        await _order(sidecars, f"cust-no-cp-{index}")  # the last config serves
+    await controlplane.spawn()
+    await controlplane.wait_healthy()
+    extra = await sidecars.start_one("inventory", "inventory-4")  # needs the control plane
+    assert extra.endpoint is not None
+    address = extra.endpoint.address
+    admins = _sidecar_admins(sidecars)
+    try:
+        await _until(
+            lambda: all(address in _hosts(a, "inventory_v1") for a in admins),
+            "every sidecar, resynced, has the new instance",
+        )
+    finally:
+        await extra.stop()
+        del sidecars.instances["inventory-4"]
+
+
+async def test_an_instance_that_fails_every_call_is_ejected_and_callers_see_no_failure(
+    sidecars: MeshHarness,
+) -> None:
+    """inventory-2's own sidecar aborts every call with UNAVAILABLE (a fault switched
+    on through its admin); order's sidecar retries those on inventory-1, ejects
+    inventory-2 after 5 in a row, and no order fails. (Last in the module: the
+    ejection lasts a while.)"""
+    broken = _admin(sidecars, "inventory-2")
+    endpoint = sidecars.instances["inventory-2"].endpoint
+    assert endpoint is not None
+    order_admin = _admin(sidecars, "order-1")
+    await _until(  # an earlier test's ejection is over
+        lambda: (
+            not any("failed" in flags for flags in _hosts(order_admin, "inventory_v1").values())
+        ),
+        "no host is ejected",
+    )
+    _post(broken, "/runtime_modify?fault.abort_percent=100")
+    try:
+        for index in range(20):
+            await _order(sidecars, f"cust-outlier-{index}")
+        await _until(
+            lambda: "failed_outlier_check" in _hosts(order_admin, "inventory_v1")[endpoint.address],
+            "order's sidecar ejects inventory-2",
+        )
+        for index in range(10):
+            await _order(sidecars, f"cust-after-{index}")  # every one succeeds
+    finally:
+        _post(broken, "/runtime_modify?fault.abort_percent=")
+
+
+def _post(admin: str, path: str) -> str:
+    request = urllib.request.Request(f"http://{admin}{path}", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _live(admin: str) -> bool:
+    try:
+        return _get(admin, "/ready").strip() == "LIVE"
+    except OSError:
+        return False
+
+
+def _envoy_pid(instance_id: str) -> int:
+    """The pid of the Envoy whose bootstrap is `instance_id`'s."""
+    marker = f"/{instance_id}.envoy.bootstrap.json".encode()
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "cmdline").read_bytes():
+                    return int(proc.name)
+            except OSError:
+                continue
+    raise AssertionError(f"no Envoy of {instance_id} runs")
+
+
+async def test_meshctl_status_shows_what_a_sidecar_refused(sidecars: MeshHarness) -> None:
+    """The control plane keeps each NACK (Envoy's words) in etcd; status shows it."""
+    key = xds_status_root(sidecars.config.etcd.prefix) + "order-1"
+    detail = "Invalid duration: Expected positive duration\nseconds: -1"
+    await sidecars.etcd.put(key, json.dumps({"nacks": {CLUSTER_TYPE: detail}}).encode())
+    try:
+        rows = {row.id: row for row in await mesh_status(sidecars.config, sidecars.etcd, None)}
+    finally:
+        await sidecars.etcd.delete(key)
+    assert rows["order-1"].xds_nacks == {CLUSTER_TYPE: detail}
+    assert rows["order-1"].to_json()["xds_nacks"] == {CLUSTER_TYPE: detail}
+    assert rows["inventory-1"].xds_nacks == {}
+    assert rows["order-1"].envoy_admin == _admin(sidecars, "order-1")
