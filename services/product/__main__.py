@@ -24,7 +24,7 @@ async def setup(rt: Runtime) -> None:
     seed_demo(store, settings.demo_products)
     rt.add_service(
         product_pb2.DESCRIPTOR.services_by_name["ProductService"],
-        ProductServicer(store),
+        ProductServicer(store, version=rt.version),
         product_pb2_grpc.add_ProductServiceServicer_to_server,
     )
 

@@ -36,8 +36,9 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     found is looked up again next time.
     """
 
-    def __init__(self, store: ProductStore) -> None:
+    def __init__(self, store: ProductStore, version: str = "v1") -> None:
         self._store = store
+        self._version = version  # the answers say it, so a split is visible to callers
         self._answers: dict[str, product_pb2.GetProductResponse] = {}
         self._answers_version = store.version()
 
@@ -57,7 +58,7 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     ) -> product_pb2.BatchGetProductsResponse:
         product_ids = domain.require_product_ids(request.product_ids)
         found = self._found(product_ids)
-        response = product_pb2.BatchGetProductsResponse()
+        response = product_pb2.BatchGetProductsResponse(served_by_version=self._version)
         for product_id in product_ids:
             answer = found.get(product_id)
             if answer is None:
@@ -73,7 +74,9 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
         answers = {pid: a for pid in product_ids if (a := remembered.get(pid)) is not None}
         missing = [pid for pid in product_ids if pid not in answers]
         for product in self._store.get_many(missing) if missing else ():
-            answer = product_pb2.GetProductResponse(product=encode_product(product))
+            answer = product_pb2.GetProductResponse(
+                product=encode_product(product), served_by_version=self._version
+            )
             answers[product.product_id] = answer
             if len(self._answers) < MAX_REMEMBERED:
                 self._answers[product.product_id] = answer

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dshop/product/v1/product.proto\x12\x0fshop.product.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/type/money.proto\"c\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12!\n\x05price\x18\x04 \x01(\x0b\x32\x12.google.type.Money\"\'\n\x11GetProductRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\"?\n\x12GetProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product\".\n\x17\x42\x61tchGetProductsRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"c\n\x18\x42\x61tchGetProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.shop.product.v1.Product\x12\x1b\n\x13missing_product_ids\x18\x02 \x03(\t\"<\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x14ListProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.shop.product.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x14\x43reateProductRequest\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product\"B\n\x15\x43reateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product2\x88\x04\n\x0eProductService\x12{\n\nGetProduct\x12\".shop.product.v1.GetProductRequest\x1a#.shop.product.v1.GetProductResponse\"$\x90\x02\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/products/{product_id}\x12\x89\x01\n\x10\x42\x61tchGetProducts\x12(.shop.product.v1.BatchGetProductsRequest\x1a).shop.product.v1.BatchGetProductsResponse\" \x90\x02\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/products:batchGet\x12t\n\x0cListProducts\x12$.shop.product.v1.ListProductsRequest\x1a%.shop.product.v1.ListProductsResponse\"\x17\x90\x02\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/products\x12w\n\rCreateProduct\x12%.shop.product.v1.CreateProductRequest\x1a&.shop.product.v1.CreateProductResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/products:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dshop/product/v1/product.proto\x12\x0fshop.product.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/type/money.proto\"c\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12!\n\x05price\x18\x04 \x01(\x0b\x32\x12.google.type.Money\"\'\n\x11GetProductRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\"Z\n\x12GetProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product\x12\x19\n\x11served_by_version\x18\x02 \x01(\t\".\n\x17\x42\x61tchGetProductsRequest\x12\x13\n\x0bproduct_ids\x18\x01 \x03(\t\"~\n\x18\x42\x61tchGetProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.shop.product.v1.Product\x12\x1b\n\x13missing_product_ids\x18\x02 \x03(\t\x12\x19\n\x11served_by_version\x18\x03 \x01(\t\"<\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"[\n\x14ListProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.shop.product.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"A\n\x14\x43reateProductRequest\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product\"B\n\x15\x43reateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product2\x88\x04\n\x0eProductService\x12{\n\nGetProduct\x12\".shop.product.v1.GetProductRequest\x1a#.shop.product.v1.GetProductResponse\"$\x90\x02\x01\x82\xd3\xe4\x93\x02\x1b\x12\x19/v1/products/{product_id}\x12\x89\x01\n\x10\x42\x61tchGetProducts\x12(.shop.product.v1.BatchGetProductsRequest\x1a).shop.product.v1.BatchGetProductsResponse\" \x90\x02\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/products:batchGet\x12t\n\x0cListProducts\x12$.shop.product.v1.ListProductsRequest\x1a%.shop.product.v1.ListProductsResponse\"\x17\x90\x02\x01\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/products\x12w\n\rCreateProduct\x12%.shop.product.v1.CreateProductRequest\x1a&.shop.product.v1.CreateProductResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/products:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,19 +46,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPRODUCTREQUEST']._serialized_start=206
   _globals['_GETPRODUCTREQUEST']._serialized_end=245
   _globals['_GETPRODUCTRESPONSE']._serialized_start=247
-  _globals['_GETPRODUCTRESPONSE']._serialized_end=310
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=312
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=358
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=360
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=459
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=461
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=521
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=523
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=614
-  _globals['_CREATEPRODUCTREQUEST']._serialized_start=616
-  _globals['_CREATEPRODUCTREQUEST']._serialized_end=681
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=683
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=749
-  _globals['_PRODUCTSERVICE']._serialized_start=752
-  _globals['_PRODUCTSERVICE']._serialized_end=1272
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=337
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=339
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=385
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=387
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=513
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=515
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=575
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=577
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=668
+  _globals['_CREATEPRODUCTREQUEST']._serialized_start=670
+  _globals['_CREATEPRODUCTREQUEST']._serialized_end=735
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=737
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=803
+  _globals['_PRODUCTSERVICE']._serialized_start=806
+  _globals['_PRODUCTSERVICE']._serialized_end=1326
 # @@protoc_insertion_point(module_scope)

@@ -27,10 +27,12 @@ class GetProductRequest(_message.Message):
     def __init__(self, product_id: _Optional[str] = ...) -> None: ...
 
 class GetProductResponse(_message.Message):
-    __slots__ = ("product",)
+    __slots__ = ("product", "served_by_version")
     PRODUCT_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_VERSION_FIELD_NUMBER: _ClassVar[int]
     product: Product
-    def __init__(self, product: _Optional[_Union[Product, _Mapping]] = ...) -> None: ...
+    served_by_version: str
+    def __init__(self, product: _Optional[_Union[Product, _Mapping]] = ..., served_by_version: _Optional[str] = ...) -> None: ...
 
 class BatchGetProductsRequest(_message.Message):
     __slots__ = ("product_ids",)
@@ -39,12 +41,14 @@ class BatchGetProductsRequest(_message.Message):
     def __init__(self, product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class BatchGetProductsResponse(_message.Message):
-    __slots__ = ("products", "missing_product_ids")
+    __slots__ = ("products", "missing_product_ids", "served_by_version")
     PRODUCTS_FIELD_NUMBER: _ClassVar[int]
     MISSING_PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    SERVED_BY_VERSION_FIELD_NUMBER: _ClassVar[int]
     products: _containers.RepeatedCompositeFieldContainer[Product]
     missing_product_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, products: _Optional[_Iterable[_Union[Product, _Mapping]]] = ..., missing_product_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    served_by_version: str
+    def __init__(self, products: _Optional[_Iterable[_Union[Product, _Mapping]]] = ..., missing_product_ids: _Optional[_Iterable[str]] = ..., served_by_version: _Optional[str] = ...) -> None: ...
 
 class ListProductsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
