@@ -40,11 +40,13 @@ class Workspace:
         )  # fmt: skip
 
     def pids(self) -> list[int]:
-        """Every process the running mesh recorded: supervisor, etcd, instances."""
+        """Every process the running mesh recorded: supervisor, etcd, control plane,
+        instances (each instance's sidecar dies with it)."""
         state = read_state(self.root / ".mesh")
         if state is None:
             return []
-        return [state.supervisor_pid, *([state.etcd_pid] if state.etcd_pid else []),
+        servers = [pid for pid in (state.etcd_pid, state.controlplane_pid) if pid]
+        return [state.supervisor_pid, *servers,
                 *(i.pid for i in state.instances if i.pid is not None)]  # fmt: skip
 
     def kill_leftovers(self) -> None:
@@ -88,13 +90,19 @@ class Workspace:
                     os.kill(pid, signal.SIGKILL)
 
 
-def make_workspace(root: Path, **service_overrides: dict[str, object]) -> Workspace:
-    """root/mesh.yaml: the repo's, with every port free and the state kept in root."""
+def make_workspace(
+    root: Path, *, dataplane: str | None = None, **service_overrides: dict[str, object]
+) -> Workspace:
+    """root/mesh.yaml: the repo's (its data plane too, unless `dataplane` says another),
+    with every port free and the state kept in root."""
     document = yaml.safe_load((REPO / "mesh.yaml").read_text())
+    if dataplane is not None:
+        document["mesh"]["dataplane"] = dataplane
     document["etcd"].update(client_port=0, prefix="/e2e", lease_ttl=2)
     document["server"] = {"drain_delay": 0.3, "grace_period": 5.0}
+    document["controlplane"] = {"port": 0}
     for name, spec in document["services"].items():
-        spec.update(port=0, metrics_port=0, **service_overrides.get(name, {}))
+        spec.update(port=0, metrics_port=0, envoy_admin_port=0, **service_overrides.get(name, {}))
     for name, spec in service_overrides.items():
         document["services"].setdefault(name, spec)
     root.mkdir(parents=True, exist_ok=True)

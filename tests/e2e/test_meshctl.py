@@ -20,6 +20,7 @@ from tests.harness.mesh import REPO
 
 EXPECTED = {
     ("product", "product-1"),
+    ("product", "product-v2-1"),
     ("inventory", "inventory-1"),
     ("inventory", "inventory-2"),
     ("order", "order-1"),
@@ -33,7 +34,11 @@ def test_status_json_lists_every_instance_serving(running: Workspace) -> None:
     assert {(row["service"], row["id"]) for row in rows} == EXPECTED
     for row in rows:
         assert row["health"] == "SERVING"
-        assert row["version"] == "v1"
+        assert row["version"] == ("v2" if row["id"] == "product-v2-1" else "v1")
+        assert row["dataplane"] == "sidecar"
+        admin_host, _, admin_port = row["envoy_admin"].rpartition(":")
+        assert admin_host == "127.0.0.1"
+        assert int(admin_port) > 0
         host, _, port = row["address"].rpartition(":")
         assert host == "127.0.0.1"
         assert int(port) > 0
@@ -45,10 +50,12 @@ def test_status_json_lists_every_instance_serving(running: Workspace) -> None:
 def test_status_table_shows_every_instance_and_etcd(running: Workspace) -> None:
     result = running.meshctl("status")
     assert result.returncode == 0, result.stderr
-    table, etcd = result.stdout.strip().split("\n\n")
+    table, servers = result.stdout.strip().split("\n\n")
+    etcd, controlplane = servers.splitlines()
     lines = table.splitlines()
     assert lines[0].split() == [
         "SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID", "RESTARTS",
+        "ENVOY", "ADMIN",
     ]  # fmt: skip
     assert {tuple(line.split()[:2]) for line in lines[1:]} == EXPECTED
     assert all(line.split()[4] == "SERVING" for line in lines[1:])
@@ -56,6 +63,10 @@ def test_status_table_shows_every_instance_and_etcd(running: Workspace) -> None:
     state = read_state(running.root / ".mesh")
     assert state is not None
     assert etcd == f"etcd {state.etcd_endpoint}: RUNNING, pid {state.etcd_pid}, restarts 0"
+    assert controlplane == (
+        f"control plane {state.controlplane}: RUNNING, pid {state.controlplane_pid}, restarts 0"
+    )
+    assert all(line.split()[8].startswith("http://127.0.0.1:") for line in lines[1:])
 
 
 def test_address_prints_a_serving_instance(running: Workspace) -> None:
@@ -105,7 +116,7 @@ def test_down_stops_every_process_and_is_idempotent(
 ) -> None:
     workspace = make_workspace(tmp_path)
     with workspace.detached_up() as pids:
-        assert len(pids) == 6  # supervisor, etcd, four instances
+        assert len(pids) == 8  # supervisor, etcd, control plane, five instances
 
         result = workspace.meshctl("down")
         assert result.returncode == 0, result.stderr
@@ -140,7 +151,7 @@ def test_foreground_up_reports_a_restart_and_stops_everything_on_ctrl_c(
     with workspace.foreground_up() as process:
         _read_until(process, output, "Running.")
         pids = workspace.pids()
-        assert len(pids) == 6, "".join(output)
+        assert len(pids) == 8, "".join(output)  # supervisor, etcd, control plane, 5 instances
         assert any("grpcurl -cacert" in line for line in output)
         state = read_state(tmp_path / ".mesh")
         assert state is not None
@@ -235,9 +246,10 @@ def test_certs_are_created_once_then_kept(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path)
     first = workspace.meshctl("certs")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == 5  # ca, product, inventory, order, admin
+    # ca, product, inventory, order, admin, controlplane
+    assert first.stdout.count("created") == 6
     second = workspace.meshctl("certs")
-    assert second.stdout.count("kept") == 5
+    assert second.stdout.count("kept") == 6
     key = tmp_path / "certs" / "admin.key"
     assert key.stat().st_mode & 0o777 == 0o600
 
@@ -256,7 +268,7 @@ def test_ctrl_c_while_starting_stops_what_was_started(
             assert time.monotonic() < deadline, "meshctl up never spawned its instances"
             time.sleep(0.05)
         pids = workspace.pids()
-        assert len(pids) == 5  # supervisor and four instances; etcd is external here
+        assert len(pids) == 7  # supervisor, control plane, five instances; etcd is external here
 
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=20)

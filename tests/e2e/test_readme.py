@@ -1,5 +1,5 @@
-"""Every grpcurl and meshctl command in the README's shell blocks, run against a live
-mesh in README order. A line ending in `# refused: A, B` must fail and mention A and B."""
+"""Every grpcurl, meshctl and curl command in the README's shell blocks, run against a
+live mesh in README order (curl on the sidecars' Envoy admin). A line ending in `# refused: A, B` must fail and mention A and B."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def readme_lines() -> list[Line]:
 
 def test_every_line_is_either_run_or_explained() -> None:
     for line in readme_lines():
-        runnable = line.command.split()[0] in ("grpcurl", "meshctl") or re.match(
+        runnable = line.command.split()[0] in ("grpcurl", "meshctl", "curl") or re.match(
             r"^[A-Z_]+=", line.command
         )
         assert runnable or line.command in NOT_RUN, (

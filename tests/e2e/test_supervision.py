@@ -356,7 +356,18 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def test_a_peer_s_server_name_leaves_only_json_lines_in_the_log(mesh: Workspace) -> None:
+@pytest.fixture(scope="module")
+def direct_mesh(
+    tmp_path_factory: pytest.TempPathFactory, binaries: dict[str, str]
+) -> Iterator[Workspace]:
+    """A proxyless mesh: its instances terminate TLS themselves, in gRPC core."""
+    workspace = make_workspace(tmp_path_factory.mktemp("direct"), dataplane="direct")
+    with workspace.detached_up(down=True):
+        yield workspace
+
+
+def test_a_peer_s_server_name_leaves_only_json_lines_in_the_log(direct_mesh: Workspace) -> None:
+    mesh = direct_mesh
     host, _, port = _status(mesh)["product-1"]["address"].rpartition(":")
     log = mesh.root / ".mesh" / "logs" / "product-1.log"
     forged = 'x\nE1201 21:50:04.795449 2584 forged.cc:1] {"level": "info", "logger": "mesh"}'
@@ -382,3 +393,12 @@ def test_a_peer_s_server_name_leaves_only_json_lines_in_the_log(mesh: Workspace)
     assert any(r["message"] == "No match found for server name: x" for r in grpc_lines)
     for path in (mesh.root / ".mesh" / "logs").glob("*-*.log"):  # every instance's log
         _json_lines(path)
+
+
+def test_every_log_of_a_sidecar_mesh_is_json_lines(mesh: Workspace) -> None:
+    logs = mesh.root / ".mesh" / "logs"
+    sidecar_logs = sorted(logs.glob("*.envoy.log"))
+    assert {path.name.removesuffix(".envoy.log") for path in sidecar_logs} >= set(SHOP)
+    for path in logs.glob("*-*.log"):  # instances' and their sidecars'
+        for record in _json_lines(path):
+            assert {"time", "level", "logger", "message"} <= record.keys(), path.name
