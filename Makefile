@@ -10,6 +10,13 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@# xds-protos ships its own (older) copies of these packages' modules, and whichever
+	@# unpacks last wins: put the owners' files back, at the versions pip chose.
+	@for pkg in opentelemetry-proto googleapis-common-protos; do \
+		version=$$($(BIN)/python -c "import importlib.metadata as m; print(m.version('$$pkg'))"); \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+			--force-reinstall "$$pkg==$$version" || exit 1; \
+	done
 	@touch $@
 
 ## up: install, generate code and certificates, start etcd and every service (Ctrl-C stops all)
