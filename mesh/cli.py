@@ -211,6 +211,7 @@ def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
     if not serving:
         return "No instance is serving yet; see `meshctl status`."
     first = next(iter(sorted(serving.items())))[1]
+    admins = sorted((r.id, r.envoy_admin) for r in rows if r.envoy_admin and r.health == "SERVING")
     return "\n".join(
         [
             f"Call any service with grpcurl as the {ADMIN_IDENTITY} identity, for example:",
@@ -218,6 +219,14 @@ def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
             *(
                 f"  grpcurl {tls} {a} grpc.health.v1.Health/Check   # {s}"
                 for s, a in sorted(serving.items())
+            ),
+            *(
+                [
+                    f"Each sidecar's Envoy admin, e.g. curl http://{admins[0][1]}/clusters"
+                    f"   # {admins[0][0]}; traffic: meshctl traffic <service>"
+                ]
+                if admins
+                else []
             ),
             "Inspect: meshctl status [--json]    Stop: meshctl down (or Ctrl-C where meshctl up runs)",
             f"Logs: {relative_path(config.state_dir / 'logs')}/    Traces: {relative_path(config.state_dir / 'traces')}/",

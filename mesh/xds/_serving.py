@@ -31,17 +31,14 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import grpc
-from envoy.config.cluster.v3 import cluster_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 
+from mesh.envoy import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from mesh.envoy._model import MeshView, SidecarNode
 from mesh.tasks import cancel_and_wait
 
@@ -59,15 +56,6 @@ __all__ = [
 
 log = logging.getLogger("mesh.xds")
 
-
-def _type_url(message: Any) -> str:
-    return f"type.googleapis.com/{message.DESCRIPTOR.full_name}"
-
-
-CLUSTER_TYPE: Final = _type_url(cluster_pb2.Cluster)
-ENDPOINT_TYPE: Final = _type_url(endpoint_pb2.ClusterLoadAssignment)
-LISTENER_TYPE: Final = _type_url(listener_pb2.Listener)
-ROUTE_TYPE: Final = _type_url(route_pb2.RouteConfiguration)
 
 _WILDCARD_TYPES = frozenset({CLUSTER_TYPE, LISTENER_TYPE})
 """Types a sidecar subscribes to as a whole; its names in the request mean nothing."""

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from mesh.config import load_config
 from mesh.envoy import CLUSTER_TYPE
 from mesh.registry import authz_key, encode_authz, xds_status_root
 from mesh.supervisor import EtcdServer, mesh_status
+from tests.harness.envoy import admin_get, admin_of, admin_post, counter, envoy_pid, hosts
 from tests.harness.mesh import MeshHarness, write_config
 
 pytestmark = pytest.mark.integration
@@ -52,28 +52,13 @@ async def sidecars(
     mesh = MeshHarness(config, etcd.endpoint)
     try:
         await mesh.start()
+        stock = inventory_pb2_grpc.InventoryServiceStub(mesh.client().channel("inventory"))
+        await stock.AdjustStock(
+            inventory_pb2.AdjustStockRequest(product_id="sku-mug", delta=1_000_000, reason="load")
+        )
         yield mesh
     finally:
         await mesh.aclose()
-
-
-def _admin(mesh: MeshHarness, instance_id: str) -> str:
-    endpoint = mesh.instances[instance_id].endpoint
-    assert endpoint is not None
-    return endpoint.metadata["envoy_admin"]
-
-
-def _get(admin: str, path: str) -> str:
-    with urllib.request.urlopen(f"http://{admin}{path}", timeout=5) as response:
-        return str(response.read().decode())
-
-
-def _counter(admin: str, name: str) -> int:
-    for line in _get(admin, f"/stats?filter=^{name}$").splitlines():
-        key, _, value = line.partition(": ")
-        if key == name:
-            return int(value)
-    return 0
 
 
 async def _order(mesh: MeshHarness, customer: str) -> order_pb2.PlaceOrderResponse:
@@ -89,16 +74,16 @@ async def _order(mesh: MeshHarness, customer: str) -> order_pb2.PlaceOrderRespon
 
 
 async def test_a_call_passes_both_sidecars(sidecars: MeshHarness) -> None:
-    order_admin = _admin(sidecars, "order-1")
-    inventory_admins = [_admin(sidecars, i) for i in ("inventory-1", "inventory-2")]
+    order_admin = admin_of(sidecars, "order-1")
+    inventory_admins = [admin_of(sidecars, i) for i in ("inventory-1", "inventory-2")]
     out_name = "cluster.inventory_v1.upstream_rq_completed"
     in_name = "http.inbound.downstream_rq_completed"
-    before_out = _counter(order_admin, out_name)
-    before_in = sum(_counter(admin, in_name) for admin in inventory_admins)
+    before_out = counter(order_admin, out_name)
+    before_in = sum(counter(admin, in_name) for admin in inventory_admins)
     await _order(sidecars, "cust-sidecar")
-    assert _counter(order_admin, out_name) == before_out + 1  # order's sidecar sent it
+    assert counter(order_admin, out_name) == before_out + 1  # order's sidecar sent it
     # One of inventory's sidecars received it (its health checks count there too).
-    assert sum(_counter(admin, in_name) for admin in inventory_admins) > before_in
+    assert sum(counter(admin, in_name) for admin in inventory_admins) > before_in
 
 
 async def test_the_registered_address_is_the_sidecars_and_speaks_mtls(
@@ -107,7 +92,7 @@ async def test_the_registered_address_is_the_sidecars_and_speaks_mtls(
     endpoint = sidecars.instances["inventory-1"].endpoint
     assert endpoint is not None
     assert endpoint.metadata["dataplane"] == "sidecar"
-    listeners = _get(_admin(sidecars, "inventory-1"), "/listeners?format=json")
+    listeners = admin_get(admin_of(sidecars, "inventory-1"), "/listeners?format=json")
     assert endpoint.address.rsplit(":", 1)[1] in listeners
     # A plaintext caller gets nowhere.
     async with grpc.aio.insecure_channel(endpoint.address) as channel:
@@ -130,12 +115,12 @@ async def test_the_inbound_sidecar_denies_a_caller_the_table_does_not_allow(
     """product may not call inventory: its calls stop at inventory's sidecar."""
     stub = inventory_pb2_grpc.InventoryServiceStub(sidecars.client("product").channel("inventory"))
     app_calls, denied = "cluster.local_app.upstream_rq_total", "http.inbound.rbac.denied"
-    admins = [_admin(sidecars, i) for i in ("inventory-1", "inventory-2")]
-    before = [(_counter(admin, app_calls), _counter(admin, denied)) for admin in admins]
+    admins = [admin_of(sidecars, i) for i in ("inventory-1", "inventory-2")]
+    before = [(counter(admin, app_calls), counter(admin, denied)) for admin in admins]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetStock(inventory_pb2.GetStockRequest(product_id="sku-mug"), timeout=3)
     assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
-    after = [(_counter(admin, app_calls), _counter(admin, denied)) for admin in admins]
+    after = [(counter(admin, app_calls), counter(admin, denied)) for admin in admins]
     assert [calls for calls, _ in after] == [calls for calls, _ in before]  # no app saw it
     assert sum(d for _, d in after) == sum(d for _, d in before) + 1
 
@@ -177,21 +162,6 @@ async def _until_ok(call: object, timeout: float = 3.0) -> None:
             await asyncio.sleep(0.05)
 
 
-def _hosts(admin: str, cluster: str) -> dict[str, str]:
-    """The hosts of `cluster` in a sidecar's /clusters: address -> health flags."""
-    hosts: dict[str, str] = {}
-    for line in _get(admin, "/clusters").splitlines():
-        name, _, rest = line.partition("::")
-        if name != cluster:
-            continue
-        address, _, stat = rest.partition("::")
-        if stat.startswith("health_flags::"):
-            hosts[address] = stat.removeprefix("health_flags::")
-        elif address[:1].isdigit():
-            hosts.setdefault(address, "")
-    return hosts
-
-
 async def _until(condition: object, what: str, timeout: float = 10.0) -> None:
     until = time.monotonic() + timeout
     while not condition():  # type: ignore[operator]
@@ -200,7 +170,7 @@ async def _until(condition: object, what: str, timeout: float = 10.0) -> None:
 
 
 def _sidecar_admins(mesh: MeshHarness) -> list[str]:
-    return [_admin(mesh, i) for i in mesh.instances if mesh.instances[i].endpoint is not None]
+    return [admin_of(mesh, i) for i in mesh.instances if mesh.instances[i].endpoint is not None]
 
 
 async def test_every_sidecars_clusters_follow_instances_that_come_and_go(
@@ -211,13 +181,13 @@ async def test_every_sidecars_clusters_follow_instances_that_come_and_go(
     assert extra.endpoint is not None
     address = extra.endpoint.address
     await _until(
-        lambda: all(address in _hosts(a, "inventory_v1") for a in admins), "every sidecar has it"
+        lambda: all(address in hosts(a, "inventory_v1") for a in admins), "every sidecar has it"
     )
     os.kill(extra.pid, signal.SIGKILL)  # its lease expires; no goodbye
     await extra.wait()
     del sidecars.instances["inventory-3"]
     await _until(
-        lambda: all(address not in _hosts(a, "inventory_v1") for a in admins),
+        lambda: all(address not in hosts(a, "inventory_v1") for a in admins),
         "every sidecar dropped it",
         timeout=sidecars.config.etcd.lease_ttl + 5,
     )
@@ -226,7 +196,7 @@ async def test_every_sidecars_clusters_follow_instances_that_come_and_go(
 async def test_a_sidecar_killed_under_load_fails_no_idempotent_call(sidecars: MeshHarness) -> None:
     """kill -9 of inventory-1's Envoy while order reserves stock through it: order's
     sidecar retries on inventory-2, and inventory-1 gets its Envoy back."""
-    admin = _admin(sidecars, "inventory-1")
+    admin = admin_of(sidecars, "inventory-1")
     ok, failures, stop = 0, [], asyncio.Event()
 
     async def loop(worker: int) -> None:
@@ -243,7 +213,7 @@ async def test_a_sidecar_killed_under_load_fails_no_idempotent_call(sidecars: Me
     workers = [asyncio.create_task(loop(n)) for n in range(3)]
     try:
         await _until(lambda: ok >= 10, "orders flow")
-        os.kill(_envoy_pid("inventory-1"), signal.SIGKILL)
+        os.kill(envoy_pid("inventory-1"), signal.SIGKILL)
         started = ok
         await _until(lambda: ok >= started + 30, "orders go on")
         await _until(lambda: _live(admin), "inventory-1's sidecar is back")
@@ -269,7 +239,7 @@ async def test_traffic_goes_on_without_the_control_plane_which_resyncs_on_restar
     admins = _sidecar_admins(sidecars)
     try:
         await _until(
-            lambda: all(address in _hosts(a, "inventory_v1") for a in admins),
+            lambda: all(address in hosts(a, "inventory_v1") for a in admins),
             "every sidecar, resynced, has the new instance",
         )
     finally:
@@ -284,54 +254,33 @@ async def test_an_instance_that_fails_every_call_is_ejected_and_callers_see_no_f
     on through its admin); order's sidecar retries those on inventory-1, ejects
     inventory-2 after 5 in a row, and no order fails. (Last in the module: the
     ejection lasts a while.)"""
-    broken = _admin(sidecars, "inventory-2")
+    broken = admin_of(sidecars, "inventory-2")
     endpoint = sidecars.instances["inventory-2"].endpoint
     assert endpoint is not None
-    order_admin = _admin(sidecars, "order-1")
+    order_admin = admin_of(sidecars, "order-1")
     await _until(  # an earlier test's ejection is over
-        lambda: (
-            not any("failed" in flags for flags in _hosts(order_admin, "inventory_v1").values())
-        ),
+        lambda: not any("failed" in flags for flags in hosts(order_admin, "inventory_v1").values()),
         "no host is ejected",
     )
-    _post(broken, "/runtime_modify?fault.abort_percent=100")
+    admin_post(broken, "/runtime_modify?fault.abort_percent=100")
     try:
         for index in range(20):
             await _order(sidecars, f"cust-outlier-{index}")
         await _until(
-            lambda: "failed_outlier_check" in _hosts(order_admin, "inventory_v1")[endpoint.address],
+            lambda: "failed_outlier_check" in hosts(order_admin, "inventory_v1")[endpoint.address],
             "order's sidecar ejects inventory-2",
         )
         for index in range(10):
             await _order(sidecars, f"cust-after-{index}")  # every one succeeds
     finally:
-        _post(broken, "/runtime_modify?fault.abort_percent=")
-
-
-def _post(admin: str, path: str) -> str:
-    request = urllib.request.Request(f"http://{admin}{path}", method="POST")
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return str(response.read().decode())
+        admin_post(broken, "/runtime_modify?fault.abort_percent=")
 
 
 def _live(admin: str) -> bool:
     try:
-        return _get(admin, "/ready").strip() == "LIVE"
+        return admin_get(admin, "/ready").strip() == "LIVE"
     except OSError:
         return False
-
-
-def _envoy_pid(instance_id: str) -> int:
-    """The pid of the Envoy whose bootstrap is `instance_id`'s."""
-    marker = f"/{instance_id}.envoy.bootstrap.json".encode()
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if marker in (proc / "cmdline").read_bytes():
-                    return int(proc.name)
-            except OSError:
-                continue
-    raise AssertionError(f"no Envoy of {instance_id} runs")
 
 
 async def test_meshctl_status_shows_what_a_sidecar_refused(sidecars: MeshHarness) -> None:
@@ -346,4 +295,4 @@ async def test_meshctl_status_shows_what_a_sidecar_refused(sidecars: MeshHarness
     assert rows["order-1"].xds_nacks == {CLUSTER_TYPE: detail}
     assert rows["order-1"].to_json()["xds_nacks"] == {CLUSTER_TYPE: detail}
     assert rows["inventory-1"].xds_nacks == {}
-    assert rows["order-1"].envoy_admin == _admin(sidecars, "order-1")
+    assert rows["order-1"].envoy_admin == admin_of(sidecars, "order-1")

@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from mesh.supervisor import (
     set_weights,
     traffic_report,
 )
+from tests.harness.envoy import admin_of, admin_post, counter
 from tests.harness.mesh import REPO, MeshHarness, write_config
 
 pytestmark = pytest.mark.integration
@@ -73,16 +73,8 @@ async def mesh(
         await harness.aclose()
 
 
-def _admin(mesh: MeshHarness, instance_id: str) -> str:
-    endpoint = mesh.instances[instance_id].endpoint
-    assert endpoint is not None
-    return endpoint.metadata["envoy_admin"]
-
-
 def _runtime_modify(admin: str, key: str, value: str) -> None:
-    request = urllib.request.Request(f"http://{admin}/runtime_modify?{key}={value}", method="POST")
-    with urllib.request.urlopen(request, timeout=5):
-        pass
+    admin_post(admin, f"/runtime_modify?{key}={value}")
 
 
 @contextlib.contextmanager
@@ -98,14 +90,7 @@ def _runtime(admin: str, key: str, value: str) -> Iterator[None]:
 def _batch_calls(mesh: MeshHarness, version: str) -> int:
     """BatchGetProducts calls order's sidecar sent to `version` (final outcomes)."""
     name = f"cluster.product_{version}.grpc.shop.product.v1.ProductService.BatchGetProducts.total"
-    with urllib.request.urlopen(
-        f"http://{_admin(mesh, 'order-1')}/stats?filter=^{name}$", timeout=5
-    ) as response:
-        for line in response.read().decode().splitlines():
-            key, _, value = line.partition(": ")
-            if key == name:
-                return int(value)
-    return 0
+    return counter(admin_of(mesh, "order-1"), name)
 
 
 class Orders:
@@ -208,7 +193,7 @@ async def test_a_blue_green_switch_fails_no_call(mesh: MeshHarness) -> None:
 async def test_a_canary_that_fails_is_rolled_back_naming_the_method(mesh: MeshHarness) -> None:
     said: list[str] = []
     plan = CanaryPlan("product", "v2", (50, 100), interval=1.5, max_error_rate=0.01)
-    with _runtime(_admin(mesh, "product-v2-1"), "fault.abort_percent", "50"):
+    with _runtime(admin_of(mesh, "product-v2-1"), "fault.abort_percent", "50"):
         async with _steady_load(mesh):
             result = await run_canary(mesh.config, mesh.etcd, plan, said.append)
     assert result.outcome == "rolled back"
@@ -253,7 +238,7 @@ async def test_an_interrupted_canary_rolls_back(mesh: MeshHarness) -> None:
 @pytest.mark.usefixtures("as_declared")
 async def test_a_runtime_override_on_one_sidecar_shows_as_drift(mesh: MeshHarness) -> None:
     await set_weights(mesh.config, mesh.etcd, "product", weights={"v1": 90, "v2": 10})
-    with _runtime(_admin(mesh, "order-1"), "weights.product.product_v2", "7"):
+    with _runtime(admin_of(mesh, "order-1"), "weights.product.product_v2", "7"):
         report = await traffic_report(mesh.config, mesh.etcd, "product")
     sidecars = {s.instance: s for s in report.sidecars}
     assert set(sidecars) == set(mesh.instances)
