@@ -296,3 +296,38 @@ async def test_meshctl_status_shows_what_a_sidecar_refused(sidecars: MeshHarness
     assert rows["order-1"].to_json()["xds_nacks"] == {CLUSTER_TYPE: detail}
     assert rows["inventory-1"].xds_nacks == {}
     assert rows["order-1"].envoy_admin == admin_of(sidecars, "order-1")
+
+
+async def test_the_app_authorises_the_caller_its_sidecar_forwards(sidecars: MeshHarness) -> None:
+    """Behind its sidecar the app decides on the caller named in x-forwarded-client-cert,
+    which only the sidecar can send it (the socket is this user's alone): order may
+    reserve stock, product may not, and a call without the header is nobody's."""
+    socket = sidecars.config.state_dir / "run" / "inventory-1.app"
+    request = inventory_pb2.ReserveStockRequest(
+        order_id=f"ord-xfcc-{time.monotonic_ns()}",
+        items=[inventory_pb2.ReservationItem(product_id="sku-mug", quantity=1)],
+    )
+
+    def as_caller(name: str) -> tuple[tuple[str, str], ...]:
+        uri = f"spiffe://{sidecars.config.trust_domain}/ns/{sidecars.config.namespace}/sa/{name}"
+        return (("x-forwarded-client-cert", f"By={uri};Hash=00;URI={uri}"),)
+
+    async with grpc.aio.insecure_channel(f"unix:{socket}") as channel:
+        stub = inventory_pb2_grpc.InventoryServiceStub(channel)
+        await stub.ReserveStock(request, metadata=as_caller("order"), timeout=3)
+        denied = await _denial(stub, request, as_caller("product"))
+        anonymous = await _denial(stub, request, ())
+    assert denied.code() is anonymous.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "sa/product may not call" in str(denied.details())
+
+
+async def _denial(
+    stub: inventory_pb2_grpc.InventoryServiceStub,
+    request: inventory_pb2.ReserveStockRequest,
+    metadata: tuple[tuple[str, str], ...],
+) -> grpc.aio.AioRpcError:
+    try:
+        await stub.ReserveStock(request, metadata=metadata, timeout=3)
+    except grpc.aio.AioRpcError as error:
+        return error
+    raise AssertionError("the call was allowed")
