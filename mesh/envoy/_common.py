@@ -40,9 +40,11 @@ def duration(seconds: float) -> Any:
 
 
 def typed(message: Any) -> Any:
-    """`message` packed for a typed_config field: the `@type` comes from the message."""
+    """`message` packed for a typed_config field: the `@type` comes from the message.
+    Packed deterministically (map entries in key order), so that the same config gives
+    the same bytes in every process, and so the same xDS version."""
     packed = any_pb2.Any()
-    packed.Pack(message)
+    packed.Pack(message, deterministic=True)
     return packed
 
 

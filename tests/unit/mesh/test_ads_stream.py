@@ -16,10 +16,11 @@ from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.config.listener.v3 import listener_pb2
 from envoy.config.route.v3 import route_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.protobuf import any_pb2, struct_pb2
+from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 from google.rpc import status_pb2
 
+from mesh.envoy._common import typed
 from mesh.envoy._model import MeshView, SidecarNode
 from mesh.xds import (
     CLUSTER_TYPE,
@@ -341,13 +342,15 @@ async def test_a_closed_stream_leaves_the_nodes(envoy: FakeEnvoy, harness: Harne
 
 
 def test_the_version_does_not_depend_on_map_order() -> None:
+    """Maps, also inside an `Any` packed as mesh.envoy packs typed configs."""
+
     def cluster(keys: Sequence[str]) -> Message:
         metadata = struct_pb2.Struct()
         for key in keys:
             metadata.fields[key].string_value = key
-        packed = any_pb2.Any()
-        packed.Pack(metadata)
-        return cluster_pb2.Cluster(name="a", typed_extension_protocol_options={"x": packed})
+        return cluster_pb2.Cluster(
+            name="a", typed_extension_protocol_options={"x": typed(metadata)}
+        )
 
     keys = [f"key{i}" for i in range(20)]
 
