@@ -18,8 +18,12 @@ from dataclasses import dataclass
 __all__ = [
     "CpuSnapshot",
     "busy_seconds",
+    "children_named",
+    "context_switches",
+    "name_and_parent",
     "process_cpu_seconds",
     "snapshot",
+    "switches_in_status",
     "thread_sched_seconds",
 ]
 
@@ -39,6 +43,59 @@ def process_cpu_seconds(pid: int, tid: int | None = None) -> float:
     fields = text[text.rindex(")") + 2 :].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of the whole line
     return (utime + stime) / _TICK
+
+
+def name_and_parent(stat: str) -> tuple[str, int]:
+    """The command name and parent pid in a /proc/<pid>/stat line."""
+    # The name is between the first '(' and the last ')': it may hold either.
+    name = stat[stat.index("(") + 1 : stat.rindex(")")]
+    parent = int(stat[stat.rindex(")") + 2 :].split()[1])  # field 4: after the state
+    return name, parent
+
+
+def children_named(pid: int, name: str) -> list[int]:
+    """Pids of the running children of `pid` whose command name is `name` (a sidecar's
+    Envoy, started by its app), in ascending order."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                child_name, parent = name_and_parent(handle.read())
+        except (OSError, ValueError):
+            continue  # gone meanwhile
+        if parent == pid and child_name == name:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def context_switches(pid: int) -> int:
+    """Voluntary plus involuntary context switches so far of every thread of `pid` (of
+    those alive now); 0 if gone. A thread that sleeps and wakes once per call does not
+    batch its work: its CPU per call is then much higher."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as handle:
+                total += switches_in_status(handle.read())
+        except OSError:
+            continue  # the thread ended meanwhile
+    return total
+
+
+def switches_in_status(status: str) -> int:
+    """Voluntary plus involuntary context switches in a /proc/.../status text."""
+    total = 0
+    for line in status.splitlines():
+        name, _, value = line.partition(":")
+        if name in ("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"):
+            total += int(value)
+    return total
 
 
 def busy_seconds() -> tuple[float, dict[int, float]]:

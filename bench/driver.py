@@ -22,6 +22,15 @@ processes, the idle servers, each core and the rest of the machine is read from 
 over each measured window, so a reader can check that the server was the limit and
 nothing else disturbed it.
 
+Then the sidecar data plane (bench.sidecar, bench.sidecar_run; `--no-sidecar` skips
+it): each round ends with six more windows, GetProduct proxyless (row 3's instance)
+and through two sidecars (a caller's Envoy, product-3's Envoy, product-3's app on its
+Unix socket), back to back at the run's load, at low load (16 in flight) and at one
+call in flight per load process, with both Envoys' CPU read from /proc. After the
+load, with five more Envoys up, 20 registry changes are timed from the etcd call to
+every sidecar's admin /clusters. The report prints these after the target, and
+`--json` holds them under "sidecar" (null when skipped).
+
 Exit code: 0 when every window was measured without errors (whether or not the target
 is met: this is a measurement, not a test); 1 if something failed to start or calls
 failed; 130 on Ctrl-C (or SIGTERM, SIGHUP). Everything started is stopped on every
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -45,16 +55,30 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from bench import placement as pinning
 from bench.aio import to_completion
 from bench.echo_server import METHOD as ECHO_METHOD
-from bench.load import LoadFailed, LoadPool, Target
+from bench.load import LoadFailed, LoadPool, Target, Window
 from bench.placement import Placement
 from bench.report import Progress, print_report
 from bench.results import Ratio, SubjectResult, ratio
-from bench.summary import Checks, InstanceCheck, Summary, TargetJson, ThreadPlacement
+from bench.sidecar_report import print_sidecar_report, sidecar_round_line, sidecar_window_line
+from bench.sidecar_results import CHANGES, EXTRA_SIDECARS, sidecar_summary
+from bench.summary import (
+    Checks,
+    InstanceCheck,
+    SidecarJson,
+    Summary,
+    TargetJson,
+    ThreadPlacement,
+)
+
+if TYPE_CHECKING:  # imported where used: they load the mesh, the protos and grpc
+    from bench.shopmesh import MeshEnvironment
+    from bench.sidecar import SidecarPath
+    from bench.sidecar_run import SidecarRounds
 
 __all__ = ["Settings", "main", "summarize", "target_summary"]
 
@@ -98,6 +122,8 @@ TRACED = "ShopMesh GetProduct, every call traced"
 BARE_PRODUCT = "GetProduct on bare grpc.aio + mTLS"
 SUBJECTS = 5
 TRACED_INSTANCE_ID = "product-2"
+SIDECAR_WINDOWS = 6  # per round: proxyless and two sidecars, at 3 loads (Settings.sidecar_timing)
+SIDECAR_SETUP = 6.0  # seconds: control plane and Envoys up, the registry changes, stopping
 
 
 @dataclass(frozen=True)
@@ -108,11 +134,25 @@ class Settings:
     workers: int
     concurrency: int
     pin: bool
+    sidecar: bool = True  # also the sidecar rows and the registry-to-sidecars figures
+
+    @property
+    def sidecar_timing(self) -> tuple[tuple[float, float], ...]:
+        """(warm-up, measured) seconds of the sidecar windows at each load level: half
+        a main window at the run's load, a quarter at low and light load (their p50
+        settles within a second; their connections are warm already)."""
+        half = (self.warmup / 2, self.window / 2)
+        quarter = (self.warmup / 4, self.window / 4)
+        return (half, quarter, quarter)
 
     @property
     def estimate(self) -> float:
         """Seconds a run takes, roughly: its windows plus start-up and shut-down."""
-        return SUBJECTS * self.rounds * (self.warmup + self.window + 0.1) + 8
+        main = SUBJECTS * self.rounds * (self.warmup + self.window + 0.1) + 8
+        if not self.sidecar:
+            return main
+        pairs = sum(warmup + window + 0.1 for warmup, window in self.sidecar_timing)
+        return main + 2 * pairs * self.rounds + SIDECAR_SETUP
 
 
 @dataclass(frozen=True)
@@ -167,16 +207,13 @@ def _tail(path: Path, chars: int = 2000) -> str:
 
 
 def _placement_check(
-    where: Placement, servers: Sequence[Server], load_side: dict[str, int]
+    where: Placement, server_side: dict[str, int], load_side: dict[str, int]
 ) -> dict[str, ThreadPlacement]:
     """Every thread of every process, and the cores it may run on, against the plan."""
     if where.server_cpus is None or where.load_cpus is None:
         return {}
     checked: dict[str, ThreadPlacement] = {}
-    for cpus, processes in (
-        (where.server_cpus, {s.label: s.pid for s in servers}),
-        (where.load_cpus, load_side),
-    ):
+    for cpus, processes in ((where.server_cpus, server_side), (where.load_cpus, load_side)):
         for label, pid in processes.items():
             threads, stray = pinning.stray_threads(pid, cpus)
             checked[label] = {
@@ -191,7 +228,8 @@ def _placement_check(
 async def _run(settings: Settings, where: Placement, progress: Progress) -> Summary:
     from shop.product.v1 import product_pb2
 
-    from bench import shopmesh
+    from bench import shopmesh, sidecar
+    from bench.sidecar_run import SidecarRounds
 
     # Same bytes as the GetProduct request, so both baselines carry a like-sized payload.
     payload = product_pb2.GetProductRequest(product_id=shopmesh.PRODUCT_ID).SerializeToString()
@@ -296,16 +334,41 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> Summ
                 f"  {len(servers)} {BARE_PRODUCT}: {address} (pid {pid}), the product "
                 "servicer and store alone on grpc.aio, the mesh's credentials"
             )
+            path = None
+            targets = [s.target for s in servers]
+            if settings.sidecar:
+                path = await stack.enter_async_context(
+                    sidecar.sidecar_path(env, where.server_cpus, progress.report)
+                )
+                targets.append(
+                    path.target(await shopmesh.create_product(env, path.product.address))
+                )
+            sidecar_pids = [] if path is None else _sidecar_pids(path)
             if where.load_cpus is not None:
                 # Threads the driver started while launching (asyncio's child watchers)
                 # inherited the server core: back to the load core with them.
                 pinning.pin_threads(os.getpid(), where.load_cpus)
 
             subjects = [SubjectResult(i + 1, s.name, s.detail) for i, s in enumerate(servers)]
+            rounds = None
+            if path is not None:
+                rounds = SidecarRounds(
+                    path,
+                    proxyless_target=2,  # row 3: product-1's mTLS port
+                    proxyless_pid=servers[2].pid,
+                    proxyless_instance=shopmesh.INSTANCE_ID,
+                    sidecar_target=len(servers),
+                    workers=settings.workers,
+                    concurrency=settings.concurrency,
+                    timing=settings.sidecar_timing,
+                    first_row=len(servers) + 1,
+                    other_pids=[s.pid for s in servers] + etcd_pids,
+                )
             handled_before = [shopmesh.handled_calls(instance) for instance, _ in instances]
+            sidecar_handled_before = 0 if path is None else shopmesh.handled_calls(path.product)
             started = time.monotonic()
             async with LoadPool(
-                [s.target for s in servers],
+                targets,
                 workers=settings.workers,
                 concurrency=settings.concurrency,
                 cpus=where.load_cpus,
@@ -313,11 +376,15 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> Summ
                 progress.report(
                     f"{settings.workers} load processes x {settings.concurrency} in flight "
                     f"(pids {', '.join(map(str, pool.pids))}) connected to all "
-                    f"{len(servers)} servers ({time.monotonic() - started:.1f}s)"
+                    f"{len(targets)} targets ({time.monotonic() - started:.1f}s)"
                 )
                 for number in range(1, settings.rounds + 1):
                     for index, server in enumerate(servers):
-                        background = [s.pid for s in servers if s is not server] + etcd_pids
+                        background = [
+                            *(s.pid for s in servers if s is not server),
+                            *etcd_pids,
+                            *sidecar_pids,
+                        ]
                         window = await pool.measure(
                             index,
                             warmup=settings.warmup,
@@ -331,13 +398,34 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> Summ
                         subjects[index].windows.append(window)
                         progress.window(number, settings.rounds, subjects[index], window)
                     progress.round_ratios(number, subjects)
+                    if rounds is not None:
+                        await rounds.measure_round(
+                            pool,
+                            number,
+                            settings.rounds,
+                            ticker=progress.ticker,
+                            shown=functools.partial(_show_sidecar_window, progress),
+                        )
+                        progress.report(sidecar_round_line(number, rounds.run))
+                server_side = {s.label: s.pid for s in servers}
                 load_side = {
                     **{f"load-{i}": pid for i, pid in enumerate(pool.pids)},
                     "driver": os.getpid(),
                     **({"etcd": etcd_pids[0]} if etcd_pids else {}),
                 }
-                placed = _placement_check(where, servers, load_side)
+                if path is not None:
+                    server_side |= {path.product.instance_id: path.product.pid}
+                    server_side |= {path.inbound.label: path.inbound.pid}
+                    load_side |= {path.caller.label: path.caller.pid}
+                    load_side |= {"controlplane": path.controlplane_pid}
+                placed = _placement_check(where, server_side, load_side)
             handled_after = [shopmesh.handled_calls(instance) for instance, _ in instances]
+            sidecar_json = None
+            if path is not None and rounds is not None:
+                app_handled = shopmesh.handled_calls(path.product) - sidecar_handled_before
+                sidecar_json = await _finish_sidecar(
+                    env, path, rounds, app_handled, settings, where, progress
+                )
             await stack.aclose()  # stops the instances, which flushes their spans
 
             evidence: list[InstanceCheck] = []
@@ -357,13 +445,57 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> Summ
                     }
                 )
             checks: Checks = {"instances": evidence, "placement": placed}
-    return summarize(subjects, settings, where, checks)
+    return summarize(subjects, settings, where, checks, sidecar_json)
+
+
+async def _finish_sidecar(
+    env: MeshEnvironment,
+    path: SidecarPath,
+    rounds: SidecarRounds,
+    app_handled: int,
+    settings: Settings,
+    where: Placement,
+    progress: Progress,
+) -> SidecarJson:
+    """After the load: the registry changes, then the sidecar part's figures."""
+    from bench.sidecar_run import placement_text, registry_changes
+
+    progress.report(f"registry changes: {EXTRA_SIDECARS} more Envoys, {CHANGES} changes")
+    propagation = await registry_changes(env, path, where.server_cpus, progress.ticker)
+    return sidecar_summary(
+        rounds.run,
+        rounds=settings.rounds,
+        windows_s=[window for _, window in settings.sidecar_timing],
+        warmups_s=[warmup for warmup, _ in settings.sidecar_timing],
+        placement=placement_text(where, path),
+        cores=where.cores,
+        propagation=propagation,
+        app_handled=app_handled,
+    )
+
+
+def _sidecar_pids(path: SidecarPath) -> list[int]:
+    """The sidecar part's processes, idle while the main rows are measured."""
+    return [path.controlplane_pid, path.product.pid, path.inbound.pid, path.caller.pid]
+
+
+def _show_sidecar_window(
+    progress: Progress, number: int, rounds: int, subject: SubjectResult, window: Window
+) -> None:
+    progress.report(sidecar_window_line(number, rounds, subject, window))
+    for sample in window.error_samples:
+        progress.report(f"  ! {sample}")
 
 
 def summarize(
-    subjects: Sequence[SubjectResult], settings: Settings, where: Placement, checks: Checks
+    subjects: Sequence[SubjectResult],
+    settings: Settings,
+    where: Placement,
+    checks: Checks,
+    sidecar: SidecarJson | None = None,
 ) -> Summary:
-    """The run's summary (what `--json` writes): the subjects in the driver's order."""
+    """The run's summary (what `--json` writes): the subjects in the driver's order,
+    then the sidecar part (None if not run)."""
     plain, mtls, mesh, traced, bare = subjects
     ratios = {
         "shopmesh_vs_plaintext_echo": ratio(mesh, plain),
@@ -395,6 +527,7 @@ def summarize(
         "ratios": {key: r.as_json() for key, r in ratios.items()},
         "target": target_summary(ratios["shopmesh_vs_bare_product"], settings.rounds),
         "checks": checks,
+        "sidecar": sidecar,
     }
 
 
@@ -443,6 +576,12 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
         help="leave process placement to the scheduler (default: servers on core 1, "
         "driver, load and etcd on core 0)",
     )
+    parser.add_argument(
+        "--no-sidecar",
+        dest="sidecar",
+        action="store_false",
+        help="skip the sidecar data plane's rows and the registry-to-sidecars figures",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument(
         "--quick",
@@ -462,6 +601,7 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
         workers=args.workers,
         concurrency=args.concurrency,
         pin=args.pin,
+        sidecar=args.sidecar,
     )
     if (
         settings.rounds < 1
@@ -496,6 +636,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{settings.warmup:g} s warm-up + {settings.window:g} s measured "
         f"(about {int(settings.estimate // 60)} min {int(settings.estimate % 60):02d} s in all); "
         f"{settings.workers} load processes x {settings.concurrency} in flight"
+        + (
+            f"; then in each round {SIDECAR_WINDOWS} sidecar windows ("
+            + ", ".join(f"{w:g} + {m:g} s" for w, m in settings.sidecar_timing)
+            + " per pair), and at the end "
+            f"{CHANGES} registry changes"
+            if settings.sidecar
+            else ""
+        )
     )
     progress.report(f"placement: {progress.placement_text(where)}")
     try:
@@ -511,11 +659,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.report(f"FAILED: {type(error).__name__}: {error}")
         return 1
     print_report(summary, where)
+    if summary["sidecar"] is not None:
+        print_sidecar_report(summary["sidecar"], where)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
         print(f"\nResults written to {args.json}")
     errors = sum(row["errors"] for row in summary["subjects"])
+    if summary["sidecar"] is not None:
+        errors += sum(row["errors"] for row in summary["sidecar"]["rows"])
     if errors:
         print(f"\n{errors} calls failed: see the error samples above", file=sys.stderr)
         return 1

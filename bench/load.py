@@ -1,7 +1,9 @@
-"""The load generator: N worker processes, each keeping C unary calls in flight.
+"""The load generator: N worker processes, each keeping C unary calls in flight (the
+pool's C, or another for one window).
 
 Each worker (a "spawn" process, so it shares nothing with the driver) runs uvloop and
-one grpc.aio channel per target (plaintext, or mTLS as a mesh identity), and calls a
+one grpc.aio channel per target (plaintext, or mTLS as a mesh identity; a target may
+name the :authority to send, as a sidecar's outbound socket needs), and calls a
 target's method with a pre-serialized request through a raw-bytes multicallable (no
 serializers), so the client spends as little as it can per call.
 
@@ -17,8 +19,8 @@ monotonic clock: load from `start`, measure from `measure_start` to `measure_end
 Calls that complete inside the measured window are counted, with their latency;
 warm-up calls and calls still in flight at the end are not. At the window's edges the
 driver reads from /proc the CPU time of the server under load, of each worker, of
-itself, of the idle servers, of each core and of the whole machine, so the report can
-show which side was the limit.
+itself, of the idle servers, of any process it names (the sidecars' Envoys), of each
+core and of the whole machine, so the report can show which side was the limit.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import signal
 import time
 import traceback
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -72,6 +74,8 @@ class Target:
     payload: bytes
     certs_dir: Path | None = None  # None: plaintext; else mTLS as `identity`
     identity: str = "admin"
+    authority: str | None = None  # :authority to send (a sidecar routes on it); None: the address
+    metadata: tuple[tuple[str, str], ...] = ()  # sent with every call
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class _Schedule:
     start: float
     measure_start: float
     measure_end: float
+    slots: int  # calls each worker keeps in flight
 
 
 @dataclass
@@ -109,6 +114,8 @@ class Window:
     background_cpu: float  # the idle servers and etcd, together
     machine_cpu: float  # every process on the machine
     core_cpu: dict[int, float]  # busy seconds per core
+    tracked_cpu: dict[str, float] = field(default_factory=dict)  # named processes (sidecars)
+    tracked_switches: dict[str, int] = field(default_factory=dict)  # their context switches
 
     @property
     def calls_per_second(self) -> float:
@@ -147,7 +154,13 @@ class Window:
     @property
     def other_cpu(self) -> float:
         """Machine minus every process of the benchmark: someone else's work."""
-        ours = self.server_cpu + sum(self.client_cpu) + self.driver_cpu + self.background_cpu
+        ours = (
+            self.server_cpu
+            + sum(self.client_cpu)
+            + self.driver_cpu
+            + self.background_cpu
+            + sum(self.tracked_cpu.values())
+        )
         return max(0.0, self.machine_cpu - ours)
 
 
@@ -179,20 +192,20 @@ def idle_percent(busy_percent: float) -> float:
 
 def worker_main(
     targets: Sequence[Target],
-    concurrency: int,
     cpus: frozenset[int] | None,
     conn: Connection,
 ) -> None:
     """Entry point of a worker process: connect to every target, report "ready", then
-    run each (target index, schedule) it is sent and send back ("result",
-    _WorkerResult), until it is sent None. On an error: ("failed", traceback)."""
+    run each (target index, schedule) it is sent, with the schedule's number of call
+    slots, and send back ("result", _WorkerResult), until it is sent None. On an
+    error: ("failed", traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver stops us, even on Ctrl-C
     if cpus is not None:  # inherited from the driver already; made explicit
         os.sched_setaffinity(0, cpus)
     import uvloop
 
     try:
-        uvloop.run(_work(targets, concurrency, conn))
+        uvloop.run(_work(targets, conn))
     except BaseException:
         # The driver may be gone (interrupted): then there is nobody to tell.
         with contextlib.suppress(OSError):
@@ -200,27 +213,22 @@ def worker_main(
     conn.close()
 
 
-async def _work(targets: Sequence[Target], concurrency: int, conn: Connection) -> None:
+async def _work(targets: Sequence[Target], conn: Connection) -> None:
     import grpc
 
     channels: list[grpc.aio.Channel] = []
     try:
         calls: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = []
         for target in targets:
-            if target.certs_dir is None:
-                channel = grpc.aio.insecure_channel(target.address)
-            else:
-                from mesh.identity import IdentityFiles, channel_credentials
-
-                credentials = channel_credentials(IdentityFiles(target.certs_dir, target.identity))
-                channel = grpc.aio.secure_channel(target.address, credentials)
+            channel = _channel(target)
             channels.append(channel)
             # No serializers: bytes in and out.
             call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
                 target.method
             )
             await asyncio.wait_for(channel.channel_ready(), CONNECT_TIMEOUT)
-            await call(target.payload, timeout=CALL_TIMEOUT)  # fails here if the method does
+            # Fails here if the method does.
+            await call(target.payload, timeout=CALL_TIMEOUT, metadata=_metadata(target))
             calls.append(call)
         conn.send(("ready", None))
         while True:
@@ -233,9 +241,14 @@ async def _work(targets: Sequence[Target], concurrency: int, conn: Connection) -
             await asyncio.gather(
                 *(
                     _keep_calling(
-                        calls[index], targets[index].payload, schedule, result, grpc.aio.AioRpcError
+                        calls[index],
+                        targets[index].payload,
+                        _metadata(targets[index]),
+                        schedule,
+                        result,
+                        grpc.aio.AioRpcError,
                     )
-                    for _ in range(concurrency)
+                    for _ in range(schedule.slots)
                 )
             )
             conn.send(("result", result))
@@ -244,9 +257,27 @@ async def _work(targets: Sequence[Target], concurrency: int, conn: Connection) -
             await channel.close()
 
 
+def _channel(target: Target) -> grpc.aio.Channel:
+    import grpc
+
+    options = [] if target.authority is None else [("grpc.default_authority", target.authority)]
+    if target.certs_dir is None:
+        return grpc.aio.insecure_channel(target.address, options=options)
+    from mesh.identity import IdentityFiles, channel_credentials
+
+    credentials = channel_credentials(IdentityFiles(target.certs_dir, target.identity))
+    return grpc.aio.secure_channel(target.address, credentials, options=options)
+
+
+def _metadata(target: Target) -> tuple[tuple[str, str], ...] | None:
+    """None without metadata: the calls of the other targets stay exactly as they were."""
+    return target.metadata or None
+
+
 async def _keep_calling(
     call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes],
     payload: bytes,
+    metadata: tuple[tuple[str, str], ...] | None,
     schedule: _Schedule,
     result: _WorkerResult,
     rpc_error: type[Exception],
@@ -260,7 +291,7 @@ async def _keep_calling(
         if started >= measure_end:
             return
         try:
-            await call(payload, timeout=CALL_TIMEOUT)
+            await call(payload, timeout=CALL_TIMEOUT, metadata=metadata)
         except rpc_error as error:
             ended = clock()
             if measure_start <= ended < measure_end:
@@ -346,7 +377,7 @@ class LoadPool:
                 parent, child = context.Pipe()
                 worker = context.Process(
                     target=worker_main,
-                    args=(self.targets, self.concurrency, self.cpus, child),
+                    args=(self.targets, self.cpus, child),
                     name=f"bench-load-{index}",
                     daemon=True,
                 )
@@ -399,20 +430,29 @@ class LoadPool:
         server_pid: int,
         background_pids: Sequence[int],
         tick: Callable[[str], None],
+        concurrency: int | None = None,
+        tracked: Mapping[str, int] | None = None,
     ) -> Window:
-        """Load target `index` for `warmup` + `duration` seconds from every worker;
-        returns the measured window."""
+        """Load target `index` for `warmup` + `duration` seconds from every worker, each
+        with `concurrency` calls in flight (default: the pool's); returns the measured
+        window, with the CPU of each `tracked` process (label -> pid) on its own."""
         begin = time.monotonic() + 0.02
-        schedule = _Schedule(begin, begin + warmup, begin + warmup + duration)
+        slots = self.concurrency if concurrency is None else concurrency
+        schedule = _Schedule(begin, begin + warmup, begin + warmup + duration, slots)
         for conn in self._conns:
             conn.send((index, schedule))
         driver = os.getpid()
         workers = self.pids
-        watched = [server_pid, driver, *workers, *background_pids]
+        tracked = dict(tracked or {})
+        watched = [server_pid, driver, *workers, *background_pids, *tracked.values()]
         await _sleep_until(schedule.measure_start, "warm-up  ", tick)
         before = cpu.snapshot(watched, [server_pid])
+        switches = {label: cpu.context_switches(pid) for label, pid in tracked.items()}
         await _sleep_until(schedule.measure_end, "measuring", tick)
         after = cpu.snapshot(watched, [server_pid])
+        switches = {
+            label: cpu.context_switches(pid) - switches[label] for label, pid in tracked.items()
+        }
         tick("")
         results = [await asyncio.to_thread(_receive_result, conn) for conn in self._conns]
 
@@ -437,4 +477,8 @@ class LoadPool:
             core_cpu={
                 core: busy - before.cores.get(core, 0.0) for core, busy in after.cores.items()
             },
+            tracked_cpu={
+                label: before.process_seconds(after, pid) for label, pid in tracked.items()
+            },
+            tracked_switches=switches,
         )

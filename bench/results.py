@@ -112,6 +112,21 @@ class SubjectResult:
     def core_cpu(self, core: int) -> float:
         return sum(w.core_cpu.get(core, 0.0) for w in self.windows)
 
+    def tracked_cpu(self, label: str) -> float:
+        """CPU seconds of the process tracked as `label` (a sidecar), over the windows."""
+        return sum(w.tracked_cpu.get(label, 0.0) for w in self.windows)
+
+    def tracked_switches(self, label: str) -> int:
+        """Context switches of the process tracked as `label`, over the windows."""
+        return sum(w.tracked_switches.get(label, 0) for w in self.windows)
+
+    def per_call(self, count: float) -> float:
+        """`count` (over the measured windows) per completed call; NaN without calls."""
+        return count / self.calls if self.calls else math.nan
+
+    def latency_ms_per_round(self, quantile: float) -> list[float]:
+        return [1000.0 * percentile(sorted(w.latencies), quantile) for w in self.windows]
+
     def as_json(self, cores: Sequence[int]) -> SubjectJson:
         return {
             "row": self.row,

@@ -1,22 +1,24 @@
 """The subjects: real `product` instances, started the way the mesh starts one.
 
 An etcd on free loopback ports and a mesh.yaml in a temp folder (the repo's own
-document, with every port 0, the temp folder's state and certs, that etcd, and only the
-product service), the mesh's certificates, then `python -m services.product` through
+document, with every port 0, the temp folder's state and certs, that etcd, the direct
+(proxyless) data plane and only the product service), the mesh's certificates, then
+`python -m services.product` through
 mesh.supervisor.InstanceProcess: mTLS, the authz interceptor, Prometheus metrics,
 OpenTelemetry tracing to its JSON-lines file at the configured sample ratio, and etcd
 registration, exactly as `meshctl up` runs it.
 
 A variant of that mesh.yaml (`MeshEnvironment.variant`) overrides only the trace
 sample ratio and has its own state folder (so its own product database and trace
-file); the same certificates and etcd serve both.
+file); the same certificates and etcd serve both. `MeshEnvironment.custom` writes any
+other variant (bench.sidecar's: sidecars, more services, its own etcd prefix).
 """
 
 from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +79,14 @@ class MeshEnvironment:
             telemetry={"trace_sample_ratio": trace_sample_ratio},
         )
 
+    def custom(
+        self, name: str, *, services: Sequence[str], edit: Callable[[dict[str, Any]], None]
+    ) -> MeshConfig:
+        """The same mesh.yaml with `services` (each as the repo declares it), changed
+        by `edit` (the parsed document), as `<root>/<name>.yaml` with its state in
+        `<root>/state-<name>`."""
+        return _write_config(self.root, self.etcd.endpoint, name=name, services=services, edit=edit)
+
 
 @dataclass(frozen=True)
 class ProductInstance:
@@ -110,17 +120,26 @@ def _write_config(
     *,
     name: str = "mesh",
     telemetry: dict[str, Any] | None = None,
+    services: Sequence[str] = (SERVICE,),
+    edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> MeshConfig:
+    """The repo's mesh.yaml with only `services`, every port 0, then `edit`ed."""
     document = yaml.safe_load((REPO / "mesh.yaml").read_text())
     document["mesh"]["state_dir"] = str(root / ("state" if name == "mesh" else f"state-{name}"))
     document["mesh"]["certs_dir"] = str(root / "certs")
+    # The subjects above are proxyless, whatever the repo's file says (sidecar.py edits
+    # its own variant back to sidecars).
+    document["mesh"]["dataplane"] = "direct"
     document["etcd"]["endpoint"] = etcd_endpoint
     for spec in document["services"].values():
         spec["port"] = 0
         spec["metrics_port"] = 0
-    document["services"] = {SERVICE: document["services"][SERVICE]}
+        spec["envoy_admin_port"] = 0
+    document["services"] = {service: document["services"][service] for service in services}
     if telemetry:
         document.setdefault("telemetry", {}).update(telemetry)
+    if edit is not None:
+        edit(document)
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return load_config(path)

@@ -11,11 +11,16 @@ from typing import TypedDict
 
 __all__ = [
     "Checks",
+    "GoalJson",
     "InstanceCheck",
     "MachineJson",
     "PlacementJson",
+    "PropagationJson",
     "RatioJson",
     "SettingsJson",
+    "SidecarJson",
+    "SidecarRowJson",
+    "SidecarSettingsJson",
     "SubjectJson",
     "Summary",
     "TargetJson",
@@ -153,6 +158,87 @@ class Checks(TypedDict):
     placement: dict[str, ThreadPlacement]  # by process label; empty if not pinned
 
 
+class SidecarRowJson(TypedDict):
+    """One path (proxyless, or through two sidecars) at one load, pooled over rounds."""
+
+    row: int
+    name: str
+    detail: str
+    in_flight: int
+    calls: int
+    measured_s: float
+    calls_per_s: float
+    calls_per_s_per_round: list[float]
+    p50_ms: float
+    p99_ms: float
+    p50_ms_per_round: list[float]
+    errors: int
+    error_samples: list[str]
+    app_cpu_us_per_call: float  # the product instance's own process
+    app_loop_thread_idle_pct: float
+    inbound_envoy_cpu_us_per_call: float  # the product instance's sidecar
+    caller_envoy_cpu_us_per_call: float  # the caller's sidecar
+    inbound_envoy_switches_per_call: float  # context switches of all its threads
+    caller_envoy_switches_per_call: float
+    client_cpu_us_per_call: float  # the load processes
+    core_busy_pct: dict[str, float]
+    other_cpu_pct: float
+
+
+class GoalJson(TypedDict):
+    figure: str
+    comparison: str  # ">=" or "<="
+    bound: float
+    value: float
+    met: bool
+
+
+class PropagationJson(TypedDict):
+    """Registry changes until every sidecar's /clusters showed them (ms; NaN: never
+    seen by that sidecar, inf in the totals: never seen by all)."""
+
+    sidecars: list[str]
+    changes: int
+    actions: list[str]  # "register" or "deregister", per change
+    everywhere_ms: list[float]
+    first_sidecar_ms: list[float]
+    per_sidecar_ms: list[list[float]]  # per change, per sidecar in `sidecars` order
+    missed: int
+    median_ms: float
+    max_ms: float
+    first_sidecar_median_ms: float
+    cpu_ms_per_change: dict[str, float]  # by process group, e.g. "control plane"
+    median_goal_ms: float
+    max_goal_ms: float
+    met: bool
+
+
+class SidecarSettingsJson(TypedDict):
+    """Per load level: the run's load, low load, light load (one per load process)."""
+
+    rounds: int
+    window_s: list[float]
+    warmup_s: list[float]
+    in_flight: list[int]
+    order_each_round: list[str]  # after the subjects above, in each round
+    placement: str
+
+
+class SidecarJson(TypedDict):
+    """The sidecar data plane against the proxyless one, and the registry's reach."""
+
+    settings: SidecarSettingsJson
+    rows: list[SidecarRowJson]
+    ratio: RatioJson  # calls/s through two sidecars / proxyless, at the run's load
+    p50_added_ms: float  # at low load, pooled p50s
+    p50_added_ms_per_round: list[float]
+    p50_added_light_load_ms: float  # at light load: the hops' own time, near enough
+    envoy_cpu_us_per_call: float  # both sidecars, at the run's load
+    app_handled_ok_during_load: int  # GetProduct OK in product-3's /metrics: calls got through
+    propagation: PropagationJson
+    goals: list[GoalJson]
+
+
 class Summary(TypedDict):
     benchmark: str
     machine: MachineJson
@@ -162,3 +248,4 @@ class Summary(TypedDict):
     ratios: dict[str, RatioJson]  # by pair name, e.g. "shopmesh_vs_bare_product"
     target: TargetJson
     checks: Checks
+    sidecar: SidecarJson | None  # None with --no-sidecar

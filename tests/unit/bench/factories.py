@@ -31,6 +31,8 @@ def make_window(
     background_cpu: float = 0.0,
     machine_cpu: float = 0.0,
     core_cpu: dict[int, float] | None = None,
+    tracked_cpu: dict[str, float] | None = None,
+    tracked_switches: dict[str, int] | None = None,
 ) -> Window:
     """A window of `calls` over `duration` seconds (CPU measured over `elapsed`, the
     same by default); every CPU figure is 0 unless given."""
@@ -49,6 +51,8 @@ def make_window(
         background_cpu=background_cpu,
         machine_cpu=machine_cpu,
         core_cpu={} if core_cpu is None else core_cpu,
+        tracked_cpu={} if tracked_cpu is None else tracked_cpu,
+        tracked_switches={} if tracked_switches is None else tracked_switches,
     )
 
 

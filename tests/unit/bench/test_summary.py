@@ -34,6 +34,7 @@ TOP_LEVEL = [
     "ratios",
     "target",
     "checks",
+    "sidecar",  # added with the sidecar data plane: after every earlier key
 ]
 RATIO_PAIRS = {
     "shopmesh_vs_plaintext_echo": "3/1",
