@@ -243,6 +243,11 @@ class _Guard:
             ref = f" (trace {format_trace_id(ids[0])})" if ids else ""
             code, message = grpc.StatusCode.INTERNAL, f"internal error{ref}"
         self.record(code, started)
+        if isinstance(error, DependencyFailed):
+            # Headers first, so the status comes in trailers: Envoy retries a gRPC status
+            # only from a trailers-only answer, and a caller's sidecar must not retry
+            # what our own retries (or our sidecar's) could not mend.
+            await context.send_initial_metadata(())
         await context.abort(code, message, trailing_metadata=trailing)
 
     def finished(self, context: Context, started: float) -> None:

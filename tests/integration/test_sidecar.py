@@ -16,11 +16,13 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from grpc_status import rpc_status  # type: ignore[import-untyped]
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-from mesh.config import load_config
-from mesh.envoy import CLUSTER_TYPE
+from mesh.config import AuthzRule, load_config
+from mesh.envoy import CLUSTER_TYPE, IDEMPOTENT_HEADER
+from mesh.problems import DEPENDENCY_FAILED, error_reason
 from mesh.registry import authz_key, encode_authz, xds_status_root
 from mesh.supervisor import EtcdServer, mesh_status
 from tests.harness.envoy import admin_get, admin_of, admin_post, counter, envoy_pid, hosts
@@ -331,3 +333,49 @@ async def _denial(
     except grpc.aio.AioRpcError as error:
         return error
     raise AssertionError("the call was allowed")
+
+
+async def test_a_sidecar_never_retries_a_failure_a_dependency_answered(
+    sidecars: MeshHarness,
+) -> None:
+    """Retries at one level only, as with the proxyless client: when inventory fails
+    every call, order answers UNAVAILABLE with DEPENDENCY_FAILED once its own sidecar
+    has retried, and a caller's sidecar, even on its retrying route, sends that on as
+    it is rather than try order again."""
+    prefix = sidecars.config.etcd.prefix
+    order_admin = admin_of(sidecars, "order-1")
+    socket = sidecars.config.state_dir / "run" / "order-1.out"  # order's sidecar, as a caller
+    inventories = [admin_of(sidecars, i) for i in ("inventory-1", "inventory-2")]
+    order_may_call_itself = AuthzRule(callers=("order",), methods=("shop.order.v1.OrderService/*",))
+    await sidecars.etcd.put(
+        authz_key(prefix), encode_authz((*sidecars.config.authz, order_may_call_itself))
+    )
+    for admin in inventories:
+        admin_post(admin, "/runtime_modify?fault.abort_percent=100")
+    try:
+        await asyncio.sleep(0.5)  # the table reaches every sidecar
+        placed = "http.inbound.downstream_rq_total"
+        before = counter(order_admin, placed)
+        async with grpc.aio.insecure_channel(
+            f"unix:{socket}", options=(("grpc.default_authority", "order"),)
+        ) as channel:
+            stub = order_pb2_grpc.OrderServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.PlaceOrder(
+                    order_pb2.PlaceOrderRequest(
+                        customer_id="cust-dependency",
+                        request_id=f"req-dep-{time.monotonic_ns()}",
+                        items=[order_pb2.OrderItem(product_id="sku-mug", quantity=1)],
+                    ),
+                    metadata=((IDEMPOTENT_HEADER, "1"),),  # the retrying route
+                    timeout=10,
+                )
+        assert caught.value.code() is grpc.StatusCode.UNAVAILABLE, caught.value.details()
+        status = rpc_status.from_call(caught.value)
+        assert status is not None, caught.value.details()
+        assert error_reason(status) == DEPENDENCY_FAILED
+        assert counter(order_admin, placed) == before + 1  # order was asked once
+    finally:
+        for admin in inventories:
+            admin_post(admin, "/runtime_modify?fault.abort_percent=")
+        await sidecars.etcd.put(authz_key(prefix), encode_authz(sidecars.config.authz))
