@@ -135,6 +135,9 @@ class Settings:
     concurrency: int
     pin: bool
     sidecar: bool = True  # also the sidecar rows and the registry-to-sidecars figures
+    # Dev options: the sidecar rows alone (no main windows), and bench.sidecar_variants.
+    sidecar_only: bool = False
+    sidecar_variants: tuple[str, ...] = ()
 
     @property
     def sidecar_timing(self) -> tuple[tuple[float, float], ...]:
@@ -148,7 +151,9 @@ class Settings:
     @property
     def estimate(self) -> float:
         """Seconds a run takes, roughly: its windows plus start-up and shut-down."""
-        main = SUBJECTS * self.rounds * (self.warmup + self.window + 0.1) + 8
+        main = 8.0
+        if not self.sidecar_only:
+            main += SUBJECTS * self.rounds * (self.warmup + self.window + 0.1)
         if not self.sidecar:
             return main
         pairs = sum(warmup + window + 0.1 for warmup, window in self.sidecar_timing)
@@ -225,7 +230,14 @@ def _placement_check(
     return checked
 
 
-async def _run(settings: Settings, where: Placement, progress: Progress) -> Summary:
+@dataclass(frozen=True)
+class _SidecarOnly:
+    """What a `--sidecar-only` run yields: the sidecar part alone."""
+
+    sidecar: SidecarJson
+
+
+async def _run(settings: Settings, where: Placement, progress: Progress) -> Summary | _SidecarOnly:
     from shop.product.v1 import product_pb2
 
     from bench import shopmesh, sidecar
@@ -338,7 +350,9 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> Summ
             targets = [s.target for s in servers]
             if settings.sidecar:
                 path = await stack.enter_async_context(
-                    sidecar.sidecar_path(env, where.server_cpus, progress.report)
+                    sidecar.sidecar_path(
+                        env, where.server_cpus, progress.report, settings.sidecar_variants
+                    )
                 )
                 targets.append(
                     path.target(await shopmesh.create_product(env, path.product.address))
@@ -379,7 +393,7 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> Summ
                     f"{len(targets)} targets ({time.monotonic() - started:.1f}s)"
                 )
                 for number in range(1, settings.rounds + 1):
-                    for index, server in enumerate(servers):
+                    for index, server in enumerate([] if settings.sidecar_only else servers):
                         background = [
                             *(s.pid for s in servers if s is not server),
                             *etcd_pids,
@@ -397,7 +411,8 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> Summ
                         )
                         subjects[index].windows.append(window)
                         progress.window(number, settings.rounds, subjects[index], window)
-                    progress.round_ratios(number, subjects)
+                    if not settings.sidecar_only:
+                        progress.round_ratios(number, subjects)
                     if rounds is not None:
                         await rounds.measure_round(
                             pool,
@@ -427,6 +442,8 @@ async def _run(settings: Settings, where: Placement, progress: Progress) -> Summ
                     env, path, rounds, app_handled, settings, where, progress
                 )
             await stack.aclose()  # stops the instances, which flushes their spans
+            if settings.sidecar_only and sidecar_json is not None:
+                return _SidecarOnly(sidecar_json)
 
             evidence: list[InstanceCheck] = []
             for (instance, denied), before, after, server in zip(
@@ -583,6 +600,9 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
         help="skip the sidecar data plane's rows and the registry-to-sidecars figures",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    # Dev options for experiments on the sidecar path, left out of --help.
+    parser.add_argument("--sidecar-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--sidecar-variant", default="", help=argparse.SUPPRESS)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -601,7 +621,9 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
         workers=args.workers,
         concurrency=args.concurrency,
         pin=args.pin,
-        sidecar=args.sidecar,
+        sidecar=args.sidecar or args.sidecar_only,
+        sidecar_only=args.sidecar_only,
+        sidecar_variants=_variants(parser, args.sidecar_variant),
     )
     if (
         settings.rounds < 1
@@ -614,6 +636,29 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
             "--rounds, --workers and --concurrency must be >= 1, --window > 0, --warmup >= 0"
         )
     return args, settings
+
+
+def _variants(parser: argparse.ArgumentParser, text: str) -> tuple[str, ...]:
+    from bench.sidecar_variants import parse
+
+    try:
+        return parse(text)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def _sidecar_only_output(
+    sidecar: SidecarJson, settings: Settings, where: Placement, path: Path | None
+) -> int:
+    variants = ", ".join(settings.sidecar_variants) or "none (the mesh as it is)"
+    print(f"\nSidecar rows only; variants: {variants}")
+    print_sidecar_report(sidecar, where)
+    if path is not None:
+        document = {"sidecar_variants": list(settings.sidecar_variants), "sidecar": sidecar}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"\nResults written to {path}")
+    return 1 if sum(row["errors"] for row in sidecar["rows"]) else 0
 
 
 def _as_ctrl_c(signum: int, frame: object) -> None:
@@ -658,6 +703,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         progress.report(f"FAILED: {type(error).__name__}: {error}")
         return 1
+    if isinstance(summary, _SidecarOnly):
+        return _sidecar_only_output(summary.sidecar, settings, where, args.json)
     print_report(summary, where)
     if summary["sidecar"] is not None:
         print_sidecar_report(summary["sidecar"], where)

@@ -24,9 +24,12 @@ load core. So each sidecar shares the core of its own app, as in a pod.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import os
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bench import cpu, placement
@@ -34,11 +37,12 @@ from bench.aio import to_completion
 from bench.load import LoadFailed, Target
 from bench.propagation import AdminConnection, shows_host
 from bench.shopmesh import GET_PRODUCT, MeshEnvironment, ProductInstance, product_instance
+from bench.sidecar_variants import SCHED_BATCH, UNPINNED, XDS_VARIANTS, batch_threads
 from mesh.client import is_idempotent
 from mesh.config import CONTROLPLANE_IDENTITY, MeshConfig
 from mesh.envoy import IDEMPOTENT_HEADER, SidecarNode, bootstrap, cluster_name, runtime_defaults
 from mesh.identity import IdentityFiles, SpiffeId, ensure_certificates
-from mesh.process import free_port
+from mesh.process import free_port, owned_command
 from mesh.server import EnvoyProcess, SidecarSockets
 from mesh.supervisor import ControlPlaneServer
 
@@ -167,12 +171,44 @@ async def _sidecar_envoy(
         await to_completion(process.stop())
 
 
+class _VariantControlPlane(ControlPlaneServer):
+    """The control plane serving resources edited by bench.sidecar_variants."""
+
+    def __init__(
+        self, config: MeshConfig, etcd_endpoint: str, log_path: Path, variants: Sequence[str]
+    ) -> None:
+        super().__init__(config, etcd_endpoint, log_path)
+        self._variants = ",".join(variants)
+
+    async def spawn(self) -> None:
+        command = [
+            sys.executable, "-m", "bench.sidecar_variants", self._variants,
+            "--config", str(self._config.path),
+            "--etcd", self._etcd_endpoint,
+            "--port", str(self.port),
+        ]  # fmt: skip
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._process = await asyncio.create_subprocess_exec(
+                *owned_command(command),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+
+
 @asynccontextmanager
 async def _controlplane(
-    config: MeshConfig, etcd_endpoint: str
+    config: MeshConfig, etcd_endpoint: str, variants: Sequence[str] = ()
 ) -> AsyncIterator[ControlPlaneServer]:
-    server = ControlPlaneServer(
-        config, etcd_endpoint, config.state_dir / "logs" / "controlplane.log"
+    log_path = config.state_dir / "logs" / "controlplane.log"
+    xds_variants = [name for name in variants if name in XDS_VARIANTS]
+    server = (
+        _VariantControlPlane(config, etcd_endpoint, log_path, xds_variants)
+        if xds_variants
+        else ControlPlaneServer(config, etcd_endpoint, log_path)
     )
     try:
         await server.spawn()
@@ -202,17 +238,23 @@ async def wait_listed(admin: str, cluster: str, address: str, timeout: float) ->
 
 @asynccontextmanager
 async def sidecar_path(
-    env: MeshEnvironment, server_cpus: frozenset[int] | None, report: Report
+    env: MeshEnvironment,
+    server_cpus: frozenset[int] | None,
+    report: Report,
+    variants: Sequence[str] = (),
 ) -> AsyncIterator[SidecarPath]:
     """The control plane, product-3 with its sidecar (on `server_cpus`) and order-1's
-    sidecar (on the calling thread's cores); all stopped on exit."""
+    sidecar (on the calling thread's cores); all stopped on exit. `variants`: the
+    experiments of bench.sidecar_variants (none: the mesh as it is)."""
     config = env.custom("sidecar", services=SERVICES, edit=sidecar_document)
     # The same CA: the services the main mesh.yaml lacks get their certificates.
     ensure_certificates(
         config.certs_dir, config.trust_domain, config.namespace, config.all_identities()
     )
     async with AsyncExitStack() as stack:
-        controlplane = await stack.enter_async_context(_controlplane(config, env.etcd.endpoint))
+        controlplane = await stack.enter_async_context(
+            _controlplane(config, env.etcd.endpoint, variants)
+        )
         product = await stack.enter_async_context(
             product_instance(env, config, INSTANCE_ID, lambda: placement.launching_on(server_cpus))
         )
@@ -222,6 +264,13 @@ async def sidecar_path(
         )
         product_cluster = cluster_name(product.endpoint.service, product.endpoint.version)
         await wait_listed(caller.admin, product_cluster, product.address, ROUTE_TIMEOUT)
+        if UNPINNED in variants:
+            every_core = frozenset(os.sched_getaffinity(0)) | frozenset(server_cpus or ())
+            for envoy in (inbound, caller):
+                placement.pin_threads(envoy.pid, every_core)
+        if SCHED_BATCH in variants:
+            for envoy in (inbound, caller):
+                batch_threads(envoy.pid)
         report(
             f"  sidecar path: control plane {controlplane.endpoint} (pid {controlplane.pid}); "
             f"{INSTANCE_ID} app (pid {product.pid}) behind its Envoy {product.address} "
