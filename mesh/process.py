@@ -13,7 +13,15 @@ from pathlib import Path
 
 from mesh.errors import MeshError
 
-__all__ = ["find_binary", "free_port", "log_tail", "owned_command", "relative_path", "stop_process"]
+__all__ = [
+    "ServerProcess",
+    "find_binary",
+    "free_port",
+    "log_tail",
+    "owned_command",
+    "relative_path",
+    "stop_process",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,3 +81,32 @@ async def stop_process(process: asyncio.subprocess.Process, timeout: float) -> i
             await process.wait()
     assert process.returncode is not None
     return process.returncode
+
+
+class ServerProcess:
+    """What every long-running child server shares (the embedded etcd, the control
+    plane): its pid, waiting for it, stopping it, and killing it as a crash would.
+    Subclasses start `_process`."""
+
+    _process: asyncio.subprocess.Process | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def wait(self) -> int | None:
+        """Until the process exits; its exit code, or None if none is running."""
+        return await self._process.wait() if self._process is not None else None
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout` s."""
+        if self._process is not None:
+            await stop_process(self._process, timeout)
+            self._process = None
+
+    async def kill(self) -> None:
+        """Stop without a chance to clean up, as a crash would."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+            await self._process.wait()
+        self._process = None

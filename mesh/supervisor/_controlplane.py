@@ -12,13 +12,13 @@ from pathlib import Path
 
 from mesh.config import MeshConfig
 from mesh.errors import MeshError
-from mesh.process import free_port, log_tail, owned_command, stop_process
+from mesh.process import ServerProcess, free_port, log_tail, owned_command
 from mesh.supervisor._health import check_health
 
 __all__ = ["ControlPlaneServer"]
 
 
-class ControlPlaneServer:
+class ControlPlaneServer(ServerProcess):
     """Start it with `spawn()` and `wait_healthy()`; `wait()` until it exits."""
 
     def __init__(self, config: MeshConfig, etcd_endpoint: str, log_path: Path) -> None:
@@ -31,10 +31,6 @@ class ControlPlaneServer:
     @property
     def endpoint(self) -> str:
         return f"{self._config.host}:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
 
     async def spawn(self) -> None:
         command = [
@@ -73,18 +69,3 @@ class ControlPlaneServer:
             f"the control plane on {self.endpoint} not serving within {timeout:.0f}s:\n"
             f"{log_tail(self.log_path)}"
         )
-
-    async def wait(self) -> int | None:
-        return await self._process.wait() if self._process is not None else None
-
-    async def stop(self, timeout: float = 5.0) -> None:
-        if self._process is not None:
-            await stop_process(self._process, timeout)
-            self._process = None
-
-    async def kill(self) -> None:
-        """Stop without a chance to clean up, as a crash would."""
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-            await self._process.wait()
-        self._process = None

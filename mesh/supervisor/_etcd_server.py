@@ -11,12 +11,12 @@ import urllib.request
 from pathlib import Path
 
 from mesh.errors import MeshError
-from mesh.process import find_binary, free_port, log_tail, owned_command, stop_process
+from mesh.process import ServerProcess, find_binary, free_port, log_tail, owned_command
 
 __all__ = ["EtcdServer"]
 
 
-class EtcdServer:
+class EtcdServer(ServerProcess):
     """Runs `etcd` with its data in `data_dir`, ready once /health says so.
 
     Ports of 0 are chosen free at the first start and kept for restarts, so clients
@@ -42,10 +42,6 @@ class EtcdServer:
     @property
     def endpoint(self) -> str:
         return f"{self.host}:{self.client_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
 
     async def start(self, timeout: float = 30.0) -> None:
         await self.spawn()
@@ -104,22 +100,6 @@ class EtcdServer:
                 return bool(json.load(response).get("health") == "true")
         except (OSError, urllib.error.URLError, ValueError):
             return False
-
-    async def wait(self) -> int | None:
-        """Until the etcd process exits; its exit code, or None if none is running."""
-        return await self._process.wait() if self._process is not None else None
-
-    async def stop(self, timeout: float = 5.0) -> None:
-        if self._process is not None:
-            await stop_process(self._process, timeout)
-            self._process = None
-
-    async def kill(self) -> None:
-        """Stop without a chance to clean up, as a crash would."""
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-            await self._process.wait()
-        self._process = None
 
     async def restart(self, *, wipe: bool = False) -> None:
         """Stop, optionally lose all data (leases included), start again on the same ports."""
