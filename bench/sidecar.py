@@ -42,7 +42,7 @@ from mesh.client import is_idempotent
 from mesh.config import CONTROLPLANE_IDENTITY, MeshConfig
 from mesh.envoy import IDEMPOTENT_HEADER, SidecarNode, bootstrap, cluster_name, runtime_defaults
 from mesh.identity import IdentityFiles, SpiffeId, ensure_certificates
-from mesh.process import free_port, owned_command
+from mesh.process import free_port
 from mesh.server import EnvoyProcess, SidecarSockets
 from mesh.supervisor import ControlPlaneServer
 
@@ -180,23 +180,8 @@ class _VariantControlPlane(ControlPlaneServer):
         super().__init__(config, etcd_endpoint, log_path)
         self._variants = ",".join(variants)
 
-    async def spawn(self) -> None:
-        command = [
-            sys.executable, "-m", "bench.sidecar_variants", self._variants,
-            "--config", str(self._config.path),
-            "--etcd", self._etcd_endpoint,
-            "--port", str(self.port),
-        ]  # fmt: skip
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self._process = await asyncio.create_subprocess_exec(
-                *owned_command(command),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                start_new_session=True,
-            )
+    def entrypoint(self) -> list[str]:
+        return [sys.executable, "-m", "bench.sidecar_variants", self._variants]
 
 
 @asynccontextmanager

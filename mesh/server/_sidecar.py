@@ -200,6 +200,7 @@ class Sidecar:
             try:
                 await self._start_once(timeout=30.0)
                 self.restarts += 1
+                log.info("sidecar restarted", extra={"restarts": self.restarts})
             except MeshError as error:
                 log.error("sidecar did not come back: %s", error)
 

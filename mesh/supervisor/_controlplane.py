@@ -32,9 +32,13 @@ class ControlPlaneServer(ServerProcess):
     def endpoint(self) -> str:
         return f"{self._config.host}:{self.port}"
 
+    def entrypoint(self) -> list[str]:
+        """The command that runs the control plane, before its flags."""
+        return [sys.executable, "-m", "mesh.xds"]
+
     async def spawn(self) -> None:
         command = [
-            sys.executable, "-m", "mesh.xds",
+            *self.entrypoint(),
             "--config", str(self._config.path),
             "--etcd", self._etcd_endpoint,
             "--port", str(self.port),
