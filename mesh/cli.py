@@ -140,6 +140,9 @@ def _table(rows: Sequence[InstanceStatus]) -> str:
     sidecars = any(r.envoy_admin for r in rows)
     if sidecars:
         header = (*header, "ENVOY ADMIN")
+    urls = any(r.url for r in rows)
+    if urls:
+        header = (*header, "URL")
     cells = [header] + [
         (
             r.service,
@@ -151,6 +154,7 @@ def _table(rows: Sequence[InstanceStatus]) -> str:
             str(r.pid or "-"),
             str(r.restarts),
             *((f"http://{r.envoy_admin}" if r.envoy_admin else "-",) if sidecars else ()),
+            *((r.url or "-",) if urls else ()),
         )
         for r in rows
     ]
@@ -253,13 +257,17 @@ def cmd_address(config: MeshConfig, args: argparse.Namespace) -> int:
         return _fail(f"cannot reach etcd: {error}")
     for row in rows:
         if args.service in (row.service, row.id) and row.health == "SERVING":
-            if not args.envoy_admin:
+            if args.url:
+                if row.url:
+                    print(row.url)
+                    return 0
+            elif not args.envoy_admin:
                 print(row.address)
                 return 0
-            if row.envoy_admin:
+            elif row.envoy_admin:
                 print(f"http://{row.envoy_admin}")
                 return 0
-    what = "with a sidecar " if args.envoy_admin else ""
+    what = "with a sidecar " if args.envoy_admin else "with a URL " if args.url else ""
     return _fail(f"no instance {what}of {args.service!r} is serving")
 
 
@@ -792,6 +800,11 @@ def _parser() -> argparse.ArgumentParser:
         "--envoy-admin",
         action="store_true",
         help="print the URL of its sidecar's Envoy admin instead",
+    )
+    address.add_argument(
+        "--url",
+        action="store_true",
+        help="print the URL of its own HTTP listener instead (the edge's: curl $(...)/v1/products)",
     )
     address.set_defaults(handler=cmd_address)
 

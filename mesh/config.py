@@ -49,8 +49,10 @@ __all__ = [
     "ADMIN_IDENTITY",
     "CONTROLPLANE_IDENTITY",
     "DATAPLANES",
+    "EDGE_IDENTITY",
     "JSON_SCHEMA_DIALECT",
     "LOG_LEVELS",
+    "USER_METADATA_KEY",
     "AuthzRule",
     "BreakerPolicy",
     "ClientPolicy",
@@ -92,6 +94,11 @@ ADMIN_IDENTITY = "admin"
 """The identity people and tools (meshctl, grpcurl) use; it always gets a certificate."""
 
 CONTROLPLANE_IDENTITY = "controlplane"
+EDGE_IDENTITY = "edge"
+"""The REST edge's identity (the service `edge`): services believe the end user it
+names in a call's metadata from it alone (mesh.server.Caller)."""
+USER_METADATA_KEY = "x-shop-user"
+"""Metadata key of the end user's id (a verified token's `sub`), as the edge sends it."""
 """The xDS control plane's identity: sidecars accept config only from it."""
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

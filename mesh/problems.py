@@ -39,6 +39,7 @@ __all__ = [
     "NotFound",
     "PreconditionViolation",
     "Problem",
+    "Unauthenticated",
     "Unavailable",
     "bounded",
     "error_reason",
@@ -216,6 +217,12 @@ class Unavailable(Problem):
     """A dependency is down; the caller may retry later."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class Unauthenticated(Problem):
+    """The call needs an end user (a token checked at the edge) and has none."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
 
 
 class _Reasoned(Problem):

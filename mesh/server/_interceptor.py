@@ -405,6 +405,11 @@ class MeshInterceptor:
         self._sampler = sampler
         self._caller_sans = caller_sans or peer_sans
 
+    @property
+    def caller_sans(self) -> CallerSans:
+        """Where this server's calls' caller identities come from."""
+        return self._caller_sans
+
     def guard(self, method: str, handler: Handler) -> Handler:
         """`handler`, the handler of `method` ("/pkg.Svc/M"), guarded."""
         kind = grpc_type(handler.request_streaming, handler.response_streaming)

@@ -54,6 +54,7 @@ from mesh.config import (
 from mesh.errors import MeshError
 from mesh.identity import IdentityFiles, server_credentials
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, LivePolicy, Registration
+from mesh.server._caller import CallerOf
 from mesh.server._interceptor import MeshInterceptor, Registrar, forwarded_sans, peer_sans
 from mesh.server._sidecar import Sidecar, SidecarSockets
 from mesh.state import etcd_endpoint
@@ -109,12 +110,18 @@ class Runtime:
         registrar: Registrar,
         client: MeshClient,
         tracer: trace.Tracer,
+        caller_of: CallerOf,
     ) -> None:
         self.settings = settings
+        self.caller_of = caller_of
+        """`caller_of(context)`: who makes a call (identity, and the edge's end user)."""
         self._registrar = registrar
         self.client = client
         self.tracer = tracer  # for the service's own spans, children of the call's span
         self.service_names: list[str] = []
+        self.metadata: dict[str, str] = {}
+        """Registered with the instance (say, the URL of a listener of the service's
+        own); `meshctl status` shows some keys (`url`)."""
         self._cleanups: list[Cleanup] = []
 
     @property
@@ -187,7 +194,13 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
         options=[("grpc.so_reuseport", 0)],
     )
     registrar = interceptor.registrar(server)  # handlers are wrapped as they are added
-    runtime = Runtime(settings, registrar, client, provider.get_tracer(f"services.{spec.name}"))
+    runtime = Runtime(
+        settings,
+        registrar,
+        client,
+        provider.get_tracer(f"services.{spec.name}"),
+        CallerOf(interceptor.caller_sans),
+    )
     health_servicer = health.aio.HealthServicer()
     metrics: MetricsServer | None = None
     registration: Registration | None = None
@@ -242,7 +255,12 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
             instance_id=settings.instance_id,
             address=address,
             version=settings.version,
-            metadata={"metrics": metrics.address, "pid": str(os.getpid()), **extra},
+            metadata={
+                **runtime.metadata,
+                "metrics": metrics.address,
+                "pid": str(os.getpid()),
+                **extra,
+            },
         )
         registration = Registration(etcd, config.etcd.prefix, endpoint, config.etcd.lease_ttl)
         if not await _unless_stopped(registration.start(), stop):

@@ -42,6 +42,9 @@ class InstanceStatus:
     xds_nacks: dict[str, str] = field(default_factory=dict)
     """Its sidecar's config the control plane last saw refused, by resource type:
     Envoy's own error text. Empty when everything pushed was accepted."""
+    url: str = ""
+    """The URL of the instance's own HTTP listener, as it registered it (the edge's
+    http://host:port); "" for an instance without one."""
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -109,6 +112,7 @@ async def _registered(config: MeshConfig, endpoint: Endpoint) -> InstanceStatus:
         pid=int(pid) if pid.isdigit() else None,
         dataplane=endpoint.metadata.get("dataplane", "direct"),
         envoy_admin=endpoint.metadata.get("envoy_admin", ""),
+        url=endpoint.metadata.get("url", ""),
     )
 
 
@@ -138,6 +142,7 @@ async def _recorded(
         restarts=record.restarts,
         dataplane=record.dataplane or config.dataplane,
         envoy_admin=(endpoint.metadata.get("envoy_admin", "") if endpoint else record.envoy_admin),
+        url=endpoint.metadata.get("url", "") if endpoint else "",
     )
 
 

@@ -20,7 +20,9 @@ async def setup(rt: Runtime) -> None:
     store = OrderStore(rt.data_dir / "order.db")
     rt.on_close(store.close)
     inventory = GrpcInventory(rt.client.channel("inventory"), timeout=RESERVE_TIMEOUT)
-    servicer = OrderServicer(store, GrpcCatalog(rt.client.channel("product")), inventory)
+    servicer = OrderServicer(
+        store, GrpcCatalog(rt.client.channel("product")), inventory, caller_of=rt.caller_of
+    )
     sweeping = start_background(HoldSweeper(store, inventory).run(), "stock hold sweeper")
     rt.on_close(lambda: cancel_and_wait(sweeping))  # before the store closes
     rt.add_service(

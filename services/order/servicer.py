@@ -34,7 +34,16 @@ from google.protobuf import timestamp_pb2
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from mesh import inbound
-from mesh.problems import Aborted, FieldViolation, InvalidArgument, NotFound, Problem, Unavailable
+from mesh.problems import (
+    Aborted,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Problem,
+    Unauthenticated,
+    Unavailable,
+)
+from mesh.server import Caller
 from services.order import domain
 from services.order.clients import Catalog, Inventory
 from services.order.domain import Line, Order, OrderStatus, request_fingerprint
@@ -60,7 +69,13 @@ _KEY_REUSED = FieldViolation(
 class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     """Orders, stored in an OrderStore, priced by a Catalog, held by an Inventory.
 
+    Calls through the edge act for its end user, who sees and places only their own
+    orders: PlaceOrder's customer is the user, whatever the body says; another
+    customer's order is NOT_FOUND, as if it did not exist. Mesh identities (admin,
+    other services) act for any customer.
+
     Args:
+        caller_of: who makes a call (mesh.server.Runtime.caller_of).
         clock: the current time in nanoseconds since the epoch.
         new_order_id: makes the id of each new order.
     """
@@ -71,20 +86,23 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         catalog: Catalog,
         inventory: Inventory,
         *,
+        caller_of: Callable[[Context], Caller] = lambda _: Caller(identity=None, user=None),
         clock: Callable[[], int] = time.time_ns,
         new_order_id: Callable[[], str] = domain.new_order_id,
     ) -> None:
         self._store = store
         self._catalog = catalog
         self._inventory = inventory
+        self._caller_of = caller_of
         self._clock = clock
         self._new_order_id = new_order_id
 
     async def PlaceOrder(
         self, request: order_pb2.PlaceOrderRequest, context: Context
     ) -> order_pb2.PlaceOrderResponse:
+        user = self._end_user(context)
         wanted = domain.validate_order_request(
-            request.customer_id,
+            user if user is not None else request.customer_id,
             [Line(item.product_id, item.quantity) for item in request.items],
             request.request_id,
         )
@@ -128,6 +146,17 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         )  # fmt: skip
         return order_pb2.PlaceOrderResponse(order=encode_order(order))
 
+    def _end_user(self, context: Context) -> str | None:
+        """The end user a call acts for, None for a mesh identity's own call.
+
+        Raises:
+            Unauthenticated: the edge calls without a user (no token was checked).
+        """
+        caller = self._caller_of(context)
+        if caller.via_edge and caller.user is None:
+            raise Unauthenticated("orders need a signed-in user: send a bearer token")
+        return caller.user
+
     async def _earlier_order(self, key: RequestKey) -> Order | None:
         """The order placed with `key`, waiting while the PlaceOrder that claimed it
         runs; None if the key is free (never used, or its attempt ended without an
@@ -170,16 +199,19 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
     ) -> order_pb2.GetOrderResponse:
         order_id = domain.require_order_id(request.order_id)
         order = self._store.get(order_id)
-        if order is None:
+        user = self._end_user(context)
+        if order is None or (user is not None and order.customer_id != user):
             raise NotFound(domain.ORDER, order_id)
         return order_pb2.GetOrderResponse(order=encode_order(order))
 
     async def ListOrders(
         self, request: order_pb2.ListOrdersRequest, context: Context
     ) -> order_pb2.ListOrdersResponse:
-        page = domain.parse_list_request(request.customer_id, request.page_size, request.page_token)
+        user = self._end_user(context)
+        customer_id = user if user is not None else request.customer_id
+        page = domain.parse_list_request(customer_id, request.page_size, request.page_token)
         orders, cursor = self._store.page(
-            customer_id=request.customer_id, before=page.before, limit=page.size
+            customer_id=customer_id, before=page.before, limit=page.size
         )
         return order_pb2.ListOrdersResponse(
             orders=[encode_order(order) for order in orders],

@@ -21,8 +21,10 @@ from mesh.problems import (
     InvalidArgument,
     NotFound,
     PreconditionViolation,
+    Unauthenticated,
     Unavailable,
 )
+from mesh.server import Caller
 from services.order.clients import Catalog, Inventory
 from services.order.domain import ORDER, Line, Money, Order
 from services.order.servicer import OrderServicer
@@ -425,3 +427,61 @@ async def test_list_rejects_a_garbage_token(servicer: OrderServicer, context: An
     with pytest.raises(InvalidArgument) as error:
         await servicer.ListOrders(pb.ListOrdersRequest(page_token="???"), context)
     assert [v.field for v in error.value.violations] == ["page_token"]
+
+
+# -- end users: calls through the edge act for the user its token names ---------------
+
+
+def edge_servicer(
+    store: OrderStore, catalog: FakeCatalog, inventory: FakeInventory, user: str | None
+) -> OrderServicer:
+    ids = (f"ord-{n:016x}" for n in itertools.count(100))
+    return OrderServicer(
+        store,
+        catalog,
+        inventory,
+        caller_of=lambda _: Caller(identity="edge", user=user),
+        new_order_id=ids.__next__,
+    )
+
+
+async def test_an_edge_users_order_is_theirs_whatever_the_body_says(
+    store: OrderStore, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    alice = edge_servicer(store, catalog, inventory, "alice")
+    placed = (await alice.PlaceOrder(place_request(("dime", 1), customer="bob"), context)).order
+    assert placed.customer_id == "alice"
+    assert store.get(placed.order_id).customer_id == "alice"  # type: ignore[union-attr]
+
+
+async def test_another_users_order_is_not_found_and_not_listed(
+    servicer: OrderServicer,
+    store: OrderStore,
+    catalog: FakeCatalog,
+    inventory: FakeInventory,
+    context: Any,
+) -> None:
+    bobs = (await servicer.PlaceOrder(place_request(("dime", 1), customer="bob"), context)).order
+    alice = edge_servicer(store, catalog, inventory, "alice")
+    with pytest.raises(NotFound):
+        await alice.GetOrder(pb.GetOrderRequest(order_id=bobs.order_id), context)
+    listed = await alice.ListOrders(pb.ListOrdersRequest(customer_id="bob"), context)
+    assert list(listed.orders) == []
+    bob = edge_servicer(store, catalog, inventory, "bob")
+    got = await bob.GetOrder(pb.GetOrderRequest(order_id=bobs.order_id), context)
+    assert got.order.order_id == bobs.order_id
+
+
+async def test_the_edge_without_a_user_is_unauthenticated_and_changes_nothing(
+    store: OrderStore, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+) -> None:
+    anonymous = edge_servicer(store, catalog, inventory, None)
+    for call, request in [
+        (anonymous.PlaceOrder, place_request(("dime", 1))),
+        (anonymous.GetOrder, pb.GetOrderRequest(order_id="ord-1")),
+        (anonymous.ListOrders, pb.ListOrdersRequest()),
+    ]:
+        with pytest.raises(Unauthenticated):
+            await call(request, context)  # type: ignore[operator]
+    assert inventory.reserved == []
+    assert store.page(customer_id="", before=None, limit=10)[0] == []
