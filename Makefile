@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: up down status test check lint typecheck protolint breaking generate certs bench clean
+.PHONY: up down status test check lint typecheck protolint breaking generate certs bench clean debian-packages
 
 $(INSTALLED): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,20 @@ certs: $(INSTALLED)
 	$(BIN)/meshctl certs
 
 ## test: lint, types, contracts, generated-code freshness, then the whole suite
-test: check
+test: check debian-packages
 	$(BIN)/pytest -q
+
+## debian-packages: what the tests drive from Debian, installed when missing (as root):
+## Chromium, which loads the edge's /docs page headless
+debian-packages:
+	@if ! command -v chromium >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's chromium (the /docs browser test)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || exit 1; \
+		else \
+			echo "chromium is missing and this is not root: the /docs browser test will be skipped"; \
+		fi; \
+	fi
 
 check: $(INSTALLED) lint typecheck protolint breaking
 	$(BIN)/meshctl generate --check
