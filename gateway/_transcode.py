@@ -58,6 +58,13 @@ _INTS32 = (
     FieldDescriptor.TYPE_UINT32,
     FieldDescriptor.TYPE_FIXED32,
 )
+_INTS64 = (
+    FieldDescriptor.TYPE_INT64,
+    FieldDescriptor.TYPE_SINT64,
+    FieldDescriptor.TYPE_SFIXED64,
+    FieldDescriptor.TYPE_UINT64,
+    FieldDescriptor.TYPE_FIXED64,
+)
 _MAX_QUERY_PARAMS = 256
 _UNKNOWN_FIELD = re.compile(r'has no field named "([^"]{1,100})" at "([^"]{0,200})"')
 
@@ -279,9 +286,12 @@ def _json_value(fd: FieldDescriptor, raw: str, where: str, name: str) -> Any:
         return _number(raw, where, name, integer=False)
     if kind in _INTS32:
         return _number(raw, where, name, integer=True)
+    if kind in _INTS64:
+        _number(raw, where, name, integer=True)  # checked here, so the error names it
+        return raw  # a string in JSON
     if kind == FieldDescriptor.TYPE_ENUM:
         return int(raw) if raw.lstrip("-").isdigit() else raw
-    return raw  # strings, bytes (base64), 64-bit integers (strings in JSON)
+    return raw  # strings, bytes (base64)
 
 
 def _bool(raw: str, where: str, name: str) -> bool:
@@ -324,7 +334,7 @@ def _mask_paths(body: Mapping[str, Any], descriptor: Descriptor, prefix: str = "
     paths = []
     for key, value in body.items():
         fd = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
-        name = fd.name if fd is not None else key
+        name = fd.json_name if fd is not None else key  # FieldMask JSON: camelCase
         full = f"{prefix}{name}"
         nested = (
             fd is not None

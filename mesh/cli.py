@@ -51,9 +51,11 @@ from mesh.supervisor import (
     ProtocolError,
     Rollout,
     Supervisor,
+    TokenError,
     TrafficReport,
     apply_authz,
     clear_state,
+    fetch_token,
     format_weights,
     live_weights,
     log_tail,
@@ -216,6 +218,7 @@ def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
         return "No instance is serving yet; see `meshctl status`."
     first = next(iter(sorted(serving.items())))[1]
     admins = sorted((r.id, r.envoy_admin) for r in rows if r.envoy_admin and r.health == "SERVING")
+    urls = sorted((r.service, r.url) for r in rows if r.url and r.health == "SERVING")
     return "\n".join(
         [
             f"Call any service with grpcurl as the {ADMIN_IDENTITY} identity, for example:",
@@ -230,6 +233,14 @@ def _how_to_call(config: MeshConfig, rows: Sequence[InstanceStatus]) -> str:
                     f"   # {admins[0][0]}; traffic: meshctl traffic <service>"
                 ]
                 if admins
+                else []
+            ),
+            *(
+                [
+                    f"The REST edge: curl {urls[0][1]}/v1/products   # API docs: {urls[0][1]}/docs;"
+                    " a token: meshctl token <user>"
+                ]
+                if urls
                 else []
             ),
             "Inspect: meshctl status [--json]    Stop: meshctl down (or Ctrl-C where meshctl up runs)",
@@ -535,6 +546,24 @@ def _traffic_report_text(report: TrafficReport) -> str:
     return "\n".join([*lines, "  sidecars:", *_columns(rows, indent="    ")])
 
 
+def cmd_token(config: MeshConfig, args: argparse.Namespace) -> int:
+    try:
+        rows = asyncio.run(_status(config)).rows
+    except RegistryUnavailable as error:
+        return _fail(f"cannot reach etcd: {error}")
+    urls = [
+        row.url for row in rows if row.service == args.edge and row.url and row.health == "SERVING"
+    ]
+    if not urls:
+        return _fail(f"no instance of {args.edge!r} serves HTTP: is the mesh up?")
+    try:
+        token = fetch_token(urls[0], args.user, password=args.password, state_dir=config.state_dir)
+    except TokenError as error:
+        return _fail(str(error))
+    print(token)
+    return 0
+
+
 def cmd_traffic(config: MeshConfig, args: argparse.Namespace) -> int:
     try:
         weights = parse_weights(args.weights) if args.weights is not None else None
@@ -813,6 +842,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     restart.add_argument("service")
     restart.set_defaults(handler=cmd_restart)
+
+    token = commands.add_parser(
+        "token",
+        help="print a bearer token for USER, from the REST edge (registering USER if needed)",
+    )
+    token.add_argument("user")
+    token.add_argument(
+        "--password",
+        help="USER's password (default: the one meshctl chose when it registered USER)",
+    )
+    token.add_argument("--edge", default="edge", help="the edge's service name (default: edge)")
+    token.set_defaults(handler=cmd_token)
 
     traffic = commands.add_parser(
         "traffic", help="show or set SERVICE's split of calls over its versions, live"

@@ -10,8 +10,10 @@
     │   └── CircuitOpen          every candidate endpoint's breaker is open
     ├── CodegenError             (mesh.codegen) protoc failed, or an import is missing
     ├── MeshAlreadyRunning       (mesh.supervisor) a mesh runs from this folder already
-    └── ProtocolError            (mesh.supervisor) the supervisor's control channel got
-                                 a line its protocol does not allow
+    ├── ProtocolError            (mesh.supervisor) the supervisor's control channel got
+    │                            a line its protocol does not allow
+    └── TokenError               (mesh.supervisor) `meshctl token`: the edge would not
+                                 log the user in, or could not be reached
 
 CallError is also a grpc.aio.AioRpcError with code UNAVAILABLE, so servicer code that
 handles failed downstream calls handles these the same way. The failures a servicer

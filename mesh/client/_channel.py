@@ -24,7 +24,15 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Coroutine,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -402,7 +410,8 @@ class ServiceChannel:
         request: Any,
         timeout: float | None,
         metadata: Sequence[tuple[str, str | bytes]] | None,
-    ) -> Any:
+    ) -> tuple[Any, grpc.aio.UnaryUnaryCall[Any, Any]]:
+        """The response, and the call (its last attempt) that gave it."""
         activate_unsampled()  # an untraced inbound call hands its trace id on, as "not sampled"
         with self._measured(method, "unary"):
             return await self._attempts(method, make, request, timeout, metadata)
@@ -414,7 +423,7 @@ class ServiceChannel:
         request: Any,
         timeout: float | None,
         metadata: Sequence[tuple[str, str | bytes]] | None,
-    ) -> Any:
+    ) -> tuple[Any, grpc.aio.UnaryUnaryCall[Any, Any]]:
         until = time.monotonic() + self._budget(timeout)
         version = await self._begin(until)
         retryable = is_idempotent(method)
@@ -435,7 +444,8 @@ class ServiceChannel:
             # hung endpoint costs it that, not its whole deadline.
             per_try = min(remaining, per_try_timeout) if retryable else remaining
             try:
-                response = await callable_(request, timeout=per_try, metadata=metadata)
+                call = callable_(request, timeout=per_try, metadata=metadata)
+                response = await call
             except grpc.aio.AioRpcError as error:
                 self._failed(pick, error, per_try)
                 again = retryable and _retryable(error, cut_by_per_try=per_try < remaining)
@@ -454,7 +464,7 @@ class ServiceChannel:
                 member.breaker.abandon(pick.admission)
                 raise
             member.breaker.record(pick.admission, grpc.StatusCode.OK)
-            return response
+            return response, call
 
     async def _pick_or_wait(
         self, version: str | None, tried: set[str], last: str | None, attempt: int, until: float
@@ -553,15 +563,44 @@ class _UnaryUnary:
 
         self._make = make
 
-    async def __call__(
+    def __call__(
         self,
         request: Any,
         *,
         timeout: float | None = None,
         metadata: Sequence[tuple[str, str | bytes]] | None = None,
         **_: Any,
-    ) -> Any:
-        return await self._owner.call_unary(self._method, self._make, request, timeout, metadata)
+    ) -> _UnaryCall:
+        return _UnaryCall(
+            self._owner.call_unary(self._method, self._make, request, timeout, metadata)
+        )
+
+
+class _UnaryCall:
+    """A unary call as grpc.aio's is to its caller: awaited for the response, then
+    asked for the response's metadata (that of the attempt that answered)."""
+
+    __slots__ = ("_call", "_outcome")
+
+    def __init__(
+        self, outcome: Coroutine[Any, Any, tuple[Any, grpc.aio.UnaryUnaryCall[Any, Any]]]
+    ) -> None:
+        self._outcome = outcome
+        self._call: grpc.aio.UnaryUnaryCall[Any, Any] | None = None
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        response, self._call = yield from self._outcome.__await__()
+        return response
+
+    async def initial_metadata(self) -> grpc.aio.Metadata:
+        if self._call is None:
+            raise RuntimeError("await the call before asking for its metadata")
+        return await self._call.initial_metadata()
+
+    async def trailing_metadata(self) -> grpc.aio.Metadata:
+        if self._call is None:
+            raise RuntimeError("await the call before asking for its metadata")
+        return await self._call.trailing_metadata()
 
 
 class _Shape:

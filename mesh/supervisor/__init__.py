@@ -30,6 +30,7 @@ from mesh.supervisor._policy import AppliedAuthz, PolicyRow, Support, apply_auth
 from mesh.supervisor._restart import RestartPolicy
 from mesh.supervisor._status import InstanceStatus, mesh_status, supervisor_status
 from mesh.supervisor._supervisor import MeshAlreadyRunning, Supervisor
+from mesh.supervisor._token import TokenError, fetch_token
 from mesh.supervisor._traffic import (
     CONFIRM_TIMEOUT,
     Confirmation,
@@ -79,6 +80,7 @@ __all__ = [
     "StepResult",
     "Supervisor",
     "Support",
+    "TokenError",
     "TrafficReport",
     "Verdict",
     "admin_get",
@@ -88,6 +90,7 @@ __all__ = [
     "check_health",
     "clear_state",
     "cluster_stats",
+    "fetch_token",
     "find_binary",
     "format_weights",
     "free_port",

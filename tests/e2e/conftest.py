@@ -103,6 +103,8 @@ def make_workspace(
     document["controlplane"] = {"port": 0}
     for name, spec in document["services"].items():
         spec.update(port=0, metrics_port=0, envoy_admin_port=0, **service_overrides.get(name, {}))
+        if "http_port" in spec.get("settings", {}):
+            spec["settings"]["http_port"] = 0
     for name, spec in service_overrides.items():
         document["services"].setdefault(name, spec)
     root.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,10 @@ NOT_RUN = {
     "make up": "runs `meshctl up` in the foreground: test_meshctl stops it with Ctrl-C",
     "make test": "is this test suite",
     ". .venv/bin/activate": "the test puts the venv's bin on PATH itself",
+    "python -m gateway --descriptor-set generated/shop.binpb --upstream $(meshctl address "
+    "product) --ca certs/ca.crt --cert certs/admin.crt --key certs/admin.key --listen "
+    "127.0.0.1:8081": "serves in the foreground: tests/integration/test_gateway_cli.py "
+    "runs it in front of a mesh instance",
 }
 
 

@@ -50,13 +50,7 @@ def write_config(
     document["server"] = {"drain_delay": 0.5, "grace_period": 5.0}
     repo_services = document["services"]
     document["services"] = {
-        name: {
-            "replicas": count,
-            "port": 0,
-            "metrics_port": 0,
-            "settings": repo_services.get(name, {}).get("settings", {}),
-        }
-        for name, count in replicas.items()
+        name: _test_service(repo_services.get(name, {}), count) for name, count in replicas.items()
     }
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):
@@ -68,6 +62,17 @@ def write_config(
     config = load_config(root / "mesh.yaml")
     ensure_certificates(certs_dir, config.trust_domain, config.namespace, config.all_identities())
     return config
+
+
+def _test_service(repo: Mapping[str, Any], replicas: int) -> dict[str, Any]:
+    """A service of the repo's mesh.yaml on any free ports, its settings' too."""
+    settings = dict(repo.get("settings", {}))
+    if "http_port" in settings:
+        settings["http_port"] = 0
+    service = {"replicas": replicas, "port": 0, "metrics_port": 0, "settings": settings}
+    if "module" in repo:
+        service["module"] = repo["module"]
+    return service
 
 
 class MeshHarness:

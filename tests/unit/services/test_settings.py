@@ -11,6 +11,7 @@ import jsonschema
 import pytest
 import yaml
 
+from gateway.edge import EdgeSettings
 from mesh.config import (
     NoSettings,
     load_config,
@@ -19,6 +20,7 @@ from mesh.config import (
     validate_settings,
 )
 from mesh.errors import ConfigError
+from services.auth.settings import AuthSettings
 from services.inventory.settings import InventorySettings
 from services.product.settings import DemoProduct, ProductSettings
 
@@ -27,6 +29,8 @@ MODELS: dict[str, type[Any]] = {
     "product": ProductSettings,
     "inventory": InventorySettings,
     "order": NoSettings,
+    "auth": AuthSettings,
+    "edge": EdgeSettings,
 }
 
 

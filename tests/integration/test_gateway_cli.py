@@ -1,0 +1,124 @@
+"""`python -m gateway` standalone, as a process: in front of a plaintext gRPC server, and
+in front of a mesh instance over mutual TLS with an identity's certificate."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from mesh.identity import IdentityFiles
+from mesh.supervisor import EtcdServer
+from tests.harness.echo import EchoUpstream, compile_protos, echo_server
+from tests.harness.http import fetch
+from tests.harness.mesh import REPO, MeshHarness
+
+SHOP_SET = REPO / "generated" / "shop.binpb"
+
+
+@contextlib.asynccontextmanager
+async def gateway(*flags: str) -> AsyncIterator[str]:
+    """The gateway process with `flags` on a free port; yields its URL."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "--listen", "127.0.0.1:0", *flags,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=20)).decode()
+        assert " on http://" in line, line + (await process.stderr.read()).decode()  # type: ignore[union-attr]
+        yield line.split(" on ", 1)[1].split()[0]
+    finally:
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(process.wait(), timeout=10)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+    assert process.returncode == 0
+
+
+async def run_refused(flags: Sequence[str]) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *flags,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), timeout=20)
+    assert process.returncode is not None
+    return process.returncode, err.decode()
+
+
+@pytest.fixture(scope="module")
+async def echo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Path, EchoUpstream]]:
+    descriptor_set = compile_protos(tmp_path_factory.mktemp("protos"))
+    async with echo_server(descriptor_set) as upstream:
+        yield descriptor_set, upstream
+
+
+async def test_in_front_of_a_plaintext_server(echo: tuple[Path, EchoUpstream]) -> None:
+    descriptor_set, upstream = echo
+    flags = ("--descriptor-set", str(descriptor_set), "--upstream", upstream.address)
+    async with gateway(*flags, "--upstream-plaintext") as url:
+        answer = await fetch(f"{url}/v1/shelves/1/books/2")
+        assert answer.status == 200
+        assert answer.json()["request"] == {"name": "shelves/1/books/2"}
+        document = await fetch(f"{url}/openapi.json")
+        assert "/v1/search" in document.json()["paths"]
+
+
+async def test_in_front_of_a_mesh_instance_over_mutual_tls(
+    shop: MeshHarness, etcd: EtcdServer, certs_dir: Path
+) -> None:
+    product = await shop.instances["product-1"].wait_ready(shop.etcd)
+    admin = IdentityFiles(certs_dir, "admin")
+    flags = (
+        "--descriptor-set", str(SHOP_SET), "--upstream", product.address,
+        "--ca", str(admin.ca), "--cert", str(admin.cert), "--key", str(admin.key),
+    )  # fmt: skip
+    async with gateway(*flags) as url:
+        answer = await fetch(f"{url}/v1/products/sku-mug")
+        assert answer.status == 200, answer.body
+        assert answer.json()["product"]["productId"] == "sku-mug"
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--upstream", "127.0.0.1:1", "--upstream-plaintext"], ["--descriptor-set"]),
+        (
+            ["--descriptor-set", str(SHOP_SET), "--upstream", "127.0.0.1:1"],
+            ["--upstream-plaintext", "--ca"],
+        ),
+        (
+            ["--descriptor-set", str(SHOP_SET), "--upstream", "nowhere", "--upstream-plaintext"],
+            ["HOST:PORT"],
+        ),
+        (
+            [
+                "--descriptor-set",
+                "/no/such.binpb",
+                "--upstream",
+                "127.0.0.1:1",
+                "--upstream-plaintext",
+            ],
+            ["/no/such.binpb"],
+        ),
+        (
+            ["--descriptor-set", str(SHOP_SET), "--upstream", "127.0.0.1:1", "--ca", "/no/ca.crt"],
+            ["/no/ca.crt"],
+        ),
+    ],
+)
+async def test_bad_flags_are_refused_with_a_reason(flags: list[str], words: list[str]) -> None:
+    code, err = await run_refused(flags)
+    assert code == 2
+    for word in words:
+        assert word in err
