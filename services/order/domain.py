@@ -56,6 +56,12 @@ class OrderStatus(enum.Enum):
     CONFIRMED = 1
 
 
+FINAL_STATUSES: frozenset[OrderStatus] = frozenset()
+"""Statuses an order never leaves, where a WatchOrder stream ends. None yet: an order
+is only ever CONFIRMED so far, and the order's later steps (shipping, cancelling) are to
+move on from there."""
+
+
 @dataclass(frozen=True)
 class Line:
     """A product and quantity as requested, before pricing."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -61,6 +61,9 @@ _STATUSES = {OrderStatus.CONFIRMED: order_pb2.ORDER_STATUS_CONFIRMED}
 KEY_WAIT_LIMIT = GRACE
 """Most seconds a duplicate PlaceOrder waits for the one holding its request key: by
 then the sweeper has given up on that one (it crashed) and freed the key."""
+WATCH_INTERVAL = 0.5
+"""Seconds between a WatchOrder's looks at its order (the store is shared by every
+replica, so a change made by another one is seen too)."""
 _KEY_REUSED = FieldViolation(
     "request_id", "already used by this customer for an order of other items"
 )
@@ -203,6 +206,23 @@ class OrderServicer(order_pb2_grpc.OrderServiceServicer):
         if order is None or (user is not None and order.customer_id != user):
             raise NotFound(domain.ORDER, order_id)
         return order_pb2.GetOrderResponse(order=encode_order(order))
+
+    async def WatchOrder(
+        self, request: order_pb2.WatchOrderRequest, context: Context
+    ) -> AsyncIterator[order_pb2.WatchOrderResponse]:
+        order_id = domain.require_order_id(request.order_id)
+        user = self._end_user(context)
+        seen: Order | None = None
+        while True:
+            order = await asyncio.to_thread(self._store.get, order_id)
+            if order is None or (user is not None and order.customer_id != user):
+                raise NotFound(domain.ORDER, order_id)
+            if order != seen:
+                yield order_pb2.WatchOrderResponse(order=encode_order(order))
+                seen = order
+            if order.status in domain.FINAL_STATUSES:
+                return
+            await asyncio.sleep(WATCH_INTERVAL)
 
     async def ListOrders(
         self, request: order_pb2.ListOrdersRequest, context: Context

@@ -221,3 +221,25 @@ async def test_meshctl_token_needs_the_password_of_a_user_it_did_not_register(
         fetch_token, edge, username, password="their-own-pw", state_dir=tmp_path
     )
     assert token.count(".") == 2
+
+
+async def test_watching_an_order_streams_it_until_the_deadline(edge: str) -> None:
+    _, token = await sign_up(edge)
+    order = (await post(f"{edge}/v1/orders", ORDER, token)).json()["order"]
+    headers = {"authorization": f"Bearer {token}", "grpc-timeout": "1200m"}
+    answer = await fetch(f"{edge}/v1/orders/{order['orderId']}:watch", headers=headers)
+    assert answer.status == 200
+    assert answer.headers["content-type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in answer.body.splitlines()]
+    assert lines[0]["result"]["order"]["orderId"] == order["orderId"]
+    assert lines[-1]["error"]["code"] == 4  # the deadline ends it, said in the stream
+    events = await fetch(
+        f"{edge}/v1/orders/{order['orderId']}:watch",
+        headers={**headers, "accept": "text/event-stream"},
+    )
+    assert events.body.decode().startswith('data: {"result":{"order":')
+    _, other = await sign_up(edge)
+    foreign = await fetch(
+        f"{edge}/v1/orders/{order['orderId']}:watch", headers={"authorization": f"Bearer {other}"}
+    )
+    assert foreign.status == 404

@@ -485,3 +485,29 @@ async def test_the_edge_without_a_user_is_unauthenticated_and_changes_nothing(
             await call(request, context)  # type: ignore[operator]
     assert inventory.reserved == []
     assert store.page(customer_id="", before=None, limit=10)[0] == []
+
+
+async def test_watch_sends_the_order_then_waits_for_changes(
+    servicer: OrderServicer, context: Any
+) -> None:
+    placed = (await servicer.PlaceOrder(place_request(("dime", 1)), context)).order
+    stream = servicer.WatchOrder(pb.WatchOrderRequest(order_id=placed.order_id), context)
+    first = await anext(stream)
+    assert first.order == placed
+    with pytest.raises(TimeoutError):  # unchanged: nothing more is sent
+        await asyncio.wait_for(anext(stream), timeout=0.7)
+
+
+async def test_watching_an_unknown_or_another_users_order_is_not_found(
+    servicer: OrderServicer,
+    store: OrderStore,
+    catalog: FakeCatalog,
+    inventory: FakeInventory,
+    context: Any,
+) -> None:
+    with pytest.raises(NotFound):
+        await anext(servicer.WatchOrder(pb.WatchOrderRequest(order_id="ord-none"), context))
+    bobs = (await servicer.PlaceOrder(place_request(("dime", 1), customer="bob"), context)).order
+    alice = edge_servicer(store, catalog, inventory, "alice")
+    with pytest.raises(NotFound):
+        await anext(alice.WatchOrder(pb.WatchOrderRequest(order_id=bobs.order_id), context))

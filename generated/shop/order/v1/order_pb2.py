@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shop/order/v1/order.proto\x12\rshop.order.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"Y\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12&\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"\xd7\x01\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12!\n\x05total\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x06status\x18\x05 \x01(\x0e\x32\x1a.shop.order.v1.OrderStatus\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x11PlaceOrderRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"9\n\x12PlaceOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"O\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*G\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x01\x32\xd1\x02\n\x0cOrderService\x12h\n\nPlaceOrder\x12 .shop.order.v1.PlaceOrderRequest\x1a!.shop.order.v1.PlaceOrderResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*\x12m\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\" \x90\x02\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12h\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/ordersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shop/order/v1/order.proto\x12\rshop.order.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"Y\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12&\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"\xd7\x01\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12!\n\x05total\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x06status\x18\x05 \x01(\x0e\x32\x1a.shop.order.v1.OrderStatus\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x11PlaceOrderRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"9\n\x12PlaceOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"9\n\x12WatchOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"O\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*G\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x01\x32\xce\x03\n\x0cOrderService\x12h\n\nPlaceOrder\x12 .shop.order.v1.PlaceOrderRequest\x1a!.shop.order.v1.PlaceOrderResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*\x12m\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\" \x90\x02\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12{\n\nWatchOrder\x12 .shop.order.v1.WatchOrderRequest\x1a!.shop.order.v1.WatchOrderResponse\"&\x90\x02\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/orders/{order_id}:watch0\x01\x12h\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/ordersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,10 +38,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERSERVICE'].methods_by_name['PlaceOrder']._serialized_options = b'\202\323\344\223\002\017\"\n/v1/orders:\001*'
   _globals['_ORDERSERVICE'].methods_by_name['GetOrder']._loaded_options = None
   _globals['_ORDERSERVICE'].methods_by_name['GetOrder']._serialized_options = b'\220\002\001\202\323\344\223\002\027\022\025/v1/orders/{order_id}'
+  _globals['_ORDERSERVICE'].methods_by_name['WatchOrder']._loaded_options = None
+  _globals['_ORDERSERVICE'].methods_by_name['WatchOrder']._serialized_options = b'\220\002\001\202\323\344\223\002\035\022\033/v1/orders/{order_id}:watch'
   _globals['_ORDERSERVICE'].methods_by_name['ListOrders']._loaded_options = None
   _globals['_ORDERSERVICE'].methods_by_name['ListOrders']._serialized_options = b'\220\002\001\202\323\344\223\002\014\022\n/v1/orders'
-  _globals['_ORDERSTATUS']._serialized_start=863
-  _globals['_ORDERSTATUS']._serialized_end=934
+  _globals['_ORDERSTATUS']._serialized_start=961
+  _globals['_ORDERSTATUS']._serialized_end=1032
   _globals['_ORDERITEM']._serialized_start=132
   _globals['_ORDERITEM']._serialized_end=221
   _globals['_ORDER']._serialized_start=224
@@ -54,10 +56,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETORDERREQUEST']._serialized_end=638
   _globals['_GETORDERRESPONSE']._serialized_start=640
   _globals['_GETORDERRESPONSE']._serialized_end=695
-  _globals['_LISTORDERSREQUEST']._serialized_start=697
-  _globals['_LISTORDERSREQUEST']._serialized_end=776
-  _globals['_LISTORDERSRESPONSE']._serialized_start=778
-  _globals['_LISTORDERSRESPONSE']._serialized_end=861
-  _globals['_ORDERSERVICE']._serialized_start=937
-  _globals['_ORDERSERVICE']._serialized_end=1274
+  _globals['_WATCHORDERREQUEST']._serialized_start=697
+  _globals['_WATCHORDERREQUEST']._serialized_end=734
+  _globals['_WATCHORDERRESPONSE']._serialized_start=736
+  _globals['_WATCHORDERRESPONSE']._serialized_end=793
+  _globals['_LISTORDERSREQUEST']._serialized_start=795
+  _globals['_LISTORDERSREQUEST']._serialized_end=874
+  _globals['_LISTORDERSRESPONSE']._serialized_start=876
+  _globals['_LISTORDERSRESPONSE']._serialized_end=959
+  _globals['_ORDERSERVICE']._serialized_start=1035
+  _globals['_ORDERSERVICE']._serialized_end=1497
 # @@protoc_insertion_point(module_scope)

@@ -46,6 +46,11 @@ class OrderServiceStub:
                 request_serializer=shop_dot_order_dot_v1_dot_order__pb2.GetOrderRequest.SerializeToString,
                 response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.GetOrderResponse.FromString,
                 _registered_method=True)
+        self.WatchOrder = channel.unary_stream(
+                '/shop.order.v1.OrderService/WatchOrder',
+                request_serializer=shop_dot_order_dot_v1_dot_order__pb2.WatchOrderRequest.SerializeToString,
+                response_deserializer=shop_dot_order_dot_v1_dot_order__pb2.WatchOrderResponse.FromString,
+                _registered_method=True)
         self.ListOrders = channel.unary_unary(
                 '/shop.order.v1.OrderService/ListOrders',
                 request_serializer=shop_dot_order_dot_v1_dot_order__pb2.ListOrdersRequest.SerializeToString,
@@ -79,6 +84,15 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchOrder(self, request, context):
+        """WatchOrder streams one order: as it stands now, then again each time its
+        status changes, until the order reaches a final status or the call's deadline.
+        INVALID_ARGUMENT and NOT_FOUND as GetOrder.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListOrders(self, request, context):
         """ListOrders pages through orders, newest first, optionally of one customer.
         """
@@ -98,6 +112,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.GetOrder,
                     request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.GetOrderRequest.FromString,
                     response_serializer=shop_dot_order_dot_v1_dot_order__pb2.GetOrderResponse.SerializeToString,
+            ),
+            'WatchOrder': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchOrder,
+                    request_deserializer=shop_dot_order_dot_v1_dot_order__pb2.WatchOrderRequest.FromString,
+                    response_serializer=shop_dot_order_dot_v1_dot_order__pb2.WatchOrderResponse.SerializeToString,
             ),
             'ListOrders': grpc.unary_unary_rpc_method_handler(
                     servicer.ListOrders,
@@ -161,6 +180,33 @@ class OrderService:
             '/shop.order.v1.OrderService/GetOrder',
             shop_dot_order_dot_v1_dot_order__pb2.GetOrderRequest.SerializeToString,
             shop_dot_order_dot_v1_dot_order__pb2.GetOrderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/shop.order.v1.OrderService/WatchOrder',
+            shop_dot_order_dot_v1_dot_order__pb2.WatchOrderRequest.SerializeToString,
+            shop_dot_order_dot_v1_dot_order__pb2.WatchOrderResponse.FromString,
             options,
             channel_credentials,
             insecure,
