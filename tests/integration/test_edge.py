@@ -9,6 +9,7 @@ import base64
 import hashlib
 import hmac
 import json
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from mesh.supervisor import EtcdServer, TokenError, fetch_token
 from tests.harness.http import Answer, fetch
@@ -172,9 +174,31 @@ async def test_forged_tokens_are_refused_and_place_nothing(mesh: MeshHarness, ed
         assert answer.status == 401, (name, answer.body)
         assert answer.json()["code"] == 16
         assert answer.headers["www-authenticate"].startswith('Bearer realm="shopmesh", error=')
-    listed = await fetch(f"{edge}/v1/orders?customerId=mallory")
-    assert listed.status == 401  # no token: the order API needs one
-    assert listed.headers["www-authenticate"] == 'Bearer realm="shopmesh"'
+    anonymous = await fetch(f"{edge}/v1/orders?customerId=mallory")
+    assert anonymous.status == 401  # no token: the order API needs one
+    assert anonymous.headers["www-authenticate"] == 'Bearer realm="shopmesh"'
+    orders = order_pb2_grpc.OrderServiceStub(mesh.client().channel("order"))
+    placed = await orders.ListOrders(order_pb2.ListOrdersRequest(customer_id="mallory"))
+    assert list(placed.orders) == []  # as admin: nothing was written
+
+
+async def test_the_callers_trace_continues_through_the_edge(mesh: MeshHarness, edge: str) -> None:
+    trace_id = secrets.token_hex(16)
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    answer = await fetch(f"{edge}/v1/products/sku-mug", headers={"traceparent": traceparent})
+    assert answer.status == 200
+    traces = mesh.config.state_dir / "traces"
+    until = time.monotonic() + 10
+    services: set[str] = set()
+    while services != {"edge", "product"} and time.monotonic() < until:
+        await asyncio.sleep(0.2)  # spans are written as they end, in batches
+        services = {
+            span["service"]
+            for path in traces.glob("*.jsonl")
+            for span in map(json.loads, path.read_text().splitlines())
+            if span["trace_id"] == trace_id
+        }
+    assert services == {"edge", "product"}
 
 
 async def test_the_edge_reaches_only_what_authz_lets_it(edge: str) -> None:
