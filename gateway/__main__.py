@@ -155,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DescriptorSetError as error:
         print(f"gateway: {error}", file=sys.stderr)
         return 2
+    except ValueError as error:  # a binding the router or the transcoder cannot serve
+        print(f"gateway: {args.descriptor_set}: {error}", file=sys.stderr)
+        return 2
     except OSError as error:
         print(
             f"gateway: cannot listen on {args.listen[0]}:{args.listen[1]}: {error.strerror}",

@@ -102,50 +102,10 @@ async def setup(rt: Runtime) -> None:
         surface = load_descriptor_set(path)
     except DescriptorSetError as error:
         raise MeshError(str(error)) from error
-    channels: dict[str, Any] = {}
-
-    def channel(service: str) -> Any:
-        if service not in channels:
-            channels[service] = rt.client.channel(mesh_service(service, settings.upstreams))
-        return channels[service]
-
-    requires_token = MethodPatterns(settings.require_token)
-    verifier = TokenVerifier(
-        _jwks_fetcher(surface, settings.jwks_method, channel),
-        issuer=settings.token_issuer,
-        audience=settings.token_audience,
-    )
-    edge = Edge(
-        surface,
-        channel,
-        options=EdgeOptions(
-            default_timeout=settings.timeout,
-            max_timeout=settings.max_timeout,
-            use_proto_names=settings.use_proto_names,
-            propagate_trace=True,
-        ),
-        authenticate=bearer_authenticator(
-            verifier,
-            requires_token,
-            per_user=_limiter(settings.per_user),
-        ),
-    )
-    site = Site(
-        edge,
-        openapi_document(
-            surface,
-            title="ShopMesh API",
-            version=rt.version,
-            requires_token=requires_token,
-            use_proto_names=settings.use_proto_names,
-        ),
-        SiteOptions(
-            cors=CorsPolicy(allowed_origins=settings.cors_origins)
-            if settings.cors_origins
-            else None,
-            per_address=_limiter(settings.per_address),
-        ),
-    )
+    try:
+        site = _site(rt, surface, settings)
+    except ValueError as error:  # a binding the router or the transcoder cannot serve
+        raise MeshError(f"{path}: {error}") from error
     server = HttpServer(
         site.handle,
         limits=HttpLimits(
@@ -163,6 +123,45 @@ async def setup(rt: Runtime) -> None:
         raise MeshError(f"cannot serve HTTP on {config.host}:{port}: {error.strerror}") from error
     rt.on_close(server.close)
     rt.metadata["url"] = server.url
+
+
+def _site(rt: Runtime, surface: ApiSurface, settings: EdgeSettings) -> Site:
+    channels: dict[str, Any] = {}
+
+    def channel(service: str) -> Any:
+        if service not in channels:
+            channels[service] = rt.client.channel(mesh_service(service, settings.upstreams))
+        return channels[service]
+
+    requires_token = MethodPatterns(settings.require_token)
+    verifier = TokenVerifier(
+        _jwks_fetcher(surface, settings.jwks_method, channel),
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+    )
+    rt.on_close(verifier.aclose)
+    edge = Edge(
+        surface,
+        channel,
+        options=EdgeOptions(
+            default_timeout=settings.timeout,
+            max_timeout=settings.max_timeout,
+            use_proto_names=settings.use_proto_names,
+            propagate_trace=True,
+        ),
+        authenticate=bearer_authenticator(
+            verifier, requires_token, per_user=_limiter(settings.per_user)
+        ),
+    )
+    document = openapi_document(
+        surface,
+        title="ShopMesh API",
+        version=rt.version,
+        requires_token=requires_token,
+        use_proto_names=settings.use_proto_names,
+    )
+    cors = CorsPolicy(allowed_origins=settings.cors_origins) if settings.cors_origins else None
+    return Site(edge, document, SiteOptions(cors=cors, per_address=_limiter(settings.per_address)))
 
 
 def _shop_set() -> Path:

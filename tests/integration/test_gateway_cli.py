@@ -122,3 +122,28 @@ async def test_bad_flags_are_refused_with_a_reason(flags: list[str], words: list
     assert code == 2
     for word in words:
         assert word in err
+
+
+async def test_a_binding_it_cannot_serve_stops_it_at_start(tmp_path: Path) -> None:
+    root = tmp_path / "protos"
+    root.mkdir()
+    (root / "bad.proto").write_text(
+        'syntax = "proto3";\npackage bad.v1;\nimport "google/api/annotations.proto";\n'
+        "message Req { string id = 1; }\n"
+        "service Bad {\n"
+        '  rpc Put(Req) returns (Req) { option (google.api.http) = {put: "/v1/{id}" body: "nope"}; }\n'
+        '  rpc Get(Req) returns (Req) { option (google.api.http) = {get: "/v1/{id=**}/x"}; }\n'
+        "}\n"
+    )
+    descriptor_set = compile_protos(tmp_path, root)
+    code, err = await run_refused(
+        [
+            "--descriptor-set",
+            str(descriptor_set),
+            "--upstream",
+            "127.0.0.1:1",
+            "--upstream-plaintext",
+        ]
+    )
+    assert code == 2
+    assert "nope" in err
