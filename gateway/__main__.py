@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     tls.add_argument("--ca", type=Path, help="CA bundle the upstream's certificate must chain to")
     tls.add_argument("--cert", type=Path, help="client certificate (mutual TLS)")
     tls.add_argument("--key", type=Path, help="client certificate's private key")
+    served = parser.add_argument_group("serving HTTPS (both, or neither for plain HTTP)")
+    served.add_argument("--tls-cert", type=Path, help="certificate chain to serve HTTPS with")
+    served.add_argument("--tls-key", type=Path, help="its private key")
     parser.add_argument("--proto-names", action="store_true", help="answer with proto field names")
     parser.add_argument(
         "--timeout", type=float, default=10.0, help="deadline of a call without Grpc-Timeout (s)"
@@ -88,6 +92,15 @@ def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(target, credentials)
 
 
+def _serving_tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    if args.tls_cert is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(args.tls_cert, args.tls_key)
+    return context
+
+
 def _check_transport(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.upstream_plaintext and (args.ca or args.cert or args.key):
         parser.error("--upstream-plaintext takes no --ca, --cert or --key")
@@ -97,7 +110,9 @@ def _check_transport(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         )
     if bool(args.cert) != bool(args.key):
         parser.error("--cert and --key go together")
-    for path in (args.ca, args.cert, args.key):
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
+    for path in (args.ca, args.cert, args.key, args.tls_cert, args.tls_key):
         if path is not None and not path.is_file():
             parser.error(f"no such file: {path}")
 
@@ -120,12 +135,14 @@ async def _serve(args: argparse.Namespace) -> int:
         SiteOptions(
             cors=CorsPolicy(allowed_origins=tuple(args.cors_origin)) if args.cors_origin else None,
             per_address=RateLimiter(args.rate_limit) if args.rate_limit else None,
+            tls=args.tls_cert is not None,
         ),
     )
     server = HttpServer(
         site.handle,
         limits=HttpLimits(max_body_bytes=args.max_body_bytes),
         error_responder=site.error_response,
+        tls=_serving_tls(args),
     )
     await server.start(host, port)
     routes = sum(1 for _ in surface.bound)
@@ -157,6 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except ValueError as error:  # a binding the router or the transcoder cannot serve
         print(f"gateway: {args.descriptor_set}: {error}", file=sys.stderr)
+        return 2
+    except ssl.SSLError as error:
+        print(f"gateway: cannot serve HTTPS with {args.tls_cert}: {error}", file=sys.stderr)
         return 2
     except OSError as error:
         print(

@@ -69,9 +69,10 @@ class Site:
         limited = self._rate_limited(request)
         if limited is not None:
             return self._finish(request, limited, self._api_headers)
-        page = self._builtin(request)
-        if page is not None:
-            return self._finish(request, page, self._page_headers)
+        builtin = self._builtin(request)
+        if builtin is not None:
+            page, sent_with = builtin
+            return self._finish(request, page, sent_with)
         return self._finish(request, await self._edge.handle(request), self._api_headers)
 
     def error_response(self, status: int, message: str) -> Response:
@@ -95,19 +96,21 @@ class Site:
         )
         return Response(error.status, [("content-type", _JSON), *error.headers], error.body())
 
-    def _builtin(self, request: Request) -> Response | None:
+    def _builtin(self, request: Request) -> tuple[Response, tuple[tuple[str, str], ...]] | None:
+        """A page of the edge's own, with the headers it is sent with."""
         if request.method not in ("GET", "HEAD"):
             return None
         if request.path == OPENAPI_PATH:
-            return Response(200, [("content-type", _JSON)], self._openapi)
+            return Response(200, [("content-type", _JSON)], self._openapi), self._api_headers
         if request.path == "/healthz":
-            return Response(200, [("content-type", _JSON)], b'{"status":"SERVING"}')
+            body = b'{"status":"SERVING"}'
+            return Response(200, [("content-type", _JSON)], body), self._api_headers
         if self._options.docs and (request.path == "/docs" or request.path.startswith("/docs/")):
             asset = docs_asset(request.path, openapi_url=OPENAPI_PATH)
             if asset is None:
                 return None
             body, content_type = asset
-            return Response(200, [("content-type", content_type)], body)
+            return Response(200, [("content-type", content_type)], body), self._page_headers
         return None
 
     def _finish(

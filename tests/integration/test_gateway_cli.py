@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
-from mesh.identity import IdentityFiles
+from mesh.identity import IdentityFiles, ensure_certificates
 from mesh.supervisor import EtcdServer
 from tests.harness.echo import EchoUpstream, compile_protos, echo_server
 from tests.harness.http import fetch
@@ -31,7 +34,10 @@ async def gateway(*flags: str) -> AsyncIterator[str]:
     try:
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), timeout=20)).decode()
-        assert " on http://" in line, line + (await process.stderr.read()).decode()  # type: ignore[union-attr]
+        if " on http" not in line:  # it failed to start: its reason is on stderr
+            process.kill()
+            assert process.stderr is not None
+            raise AssertionError(line + (await process.stderr.read()).decode())
         yield line.split(" on ", 1)[1].split()[0]
     finally:
         if process.returncode is None:
@@ -147,3 +153,33 @@ async def test_a_binding_it_cannot_serve_stops_it_at_start(tmp_path: Path) -> No
     )
     assert code == 2
     assert "nope" in err
+
+
+def _https_get(url: str, ca: Path) -> tuple[int, dict[str, str]]:
+    parts = urlsplit(url)
+    context = ssl.create_default_context(cafile=str(ca))
+    connection = http.client.HTTPSConnection(
+        parts.hostname, parts.port, context=context, timeout=10
+    )
+    try:
+        connection.request("GET", parts.path)
+        response = connection.getresponse()
+        response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        connection.close()
+
+
+async def test_serving_https_adds_hsts(echo: tuple[Path, EchoUpstream], certs_dir: Path) -> None:
+    descriptor_set, upstream = echo
+    served = IdentityFiles(certs_dir, "edge")
+    ensure_certificates(certs_dir, "shop.local", "default", ["edge"])
+    flags = (
+        "--descriptor-set", str(descriptor_set), "--upstream", upstream.address,
+        "--upstream-plaintext", "--tls-cert", str(served.cert), "--tls-key", str(served.key),
+    )  # fmt: skip
+    async with gateway(*flags) as url:
+        assert url.startswith("https://")
+        status, headers = await asyncio.to_thread(_https_get, f"{url}/v1/files/a", served.ca)
+        assert status == 200
+        assert headers["strict-transport-security"].startswith("max-age=")
