@@ -68,6 +68,8 @@ class Workspace:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
             self.kill_leftovers()
 
     @contextlib.contextmanager

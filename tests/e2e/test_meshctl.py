@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ EXPECTED = {
     ("inventory", "inventory-1"),
     ("inventory", "inventory-2"),
     ("order", "order-1"),
+    ("auth", "auth-1"),
+    ("edge", "edge-1"),
 }
 
 
@@ -45,6 +48,11 @@ def test_status_json_lists_every_instance_serving(running: Workspace) -> None:
         assert row["metrics"].startswith("http://127.0.0.1:")
         assert alive(row["pid"])
         assert row["restarts"] == 0
+    edge = next(row for row in rows if row["service"] == "edge")
+    assert edge["url"].startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(edge["url"] + "/v1/products", timeout=10) as answer:
+        assert answer.status == 200
+    assert {row["url"] for row in rows if row["service"] != "edge"} == {""}
 
 
 def test_status_table_shows_every_instance_and_etcd(running: Workspace) -> None:
@@ -55,7 +63,7 @@ def test_status_table_shows_every_instance_and_etcd(running: Workspace) -> None:
     lines = table.splitlines()
     assert lines[0].split() == [
         "SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID", "RESTARTS",
-        "ENVOY", "ADMIN",
+        "ENVOY", "ADMIN", "URL",
     ]  # fmt: skip
     assert {tuple(line.split()[:2]) for line in lines[1:]} == EXPECTED
     assert all(line.split()[4] == "SERVING" for line in lines[1:])
@@ -67,6 +75,9 @@ def test_status_table_shows_every_instance_and_etcd(running: Workspace) -> None:
         f"control plane {state.controlplane}: RUNNING, pid {state.controlplane_pid}, restarts 0"
     )
     assert all(line.split()[8].startswith("http://127.0.0.1:") for line in lines[1:])
+    urls = {line.split()[0]: line.split()[9] for line in lines[1:]}
+    assert urls.pop("edge").startswith("http://127.0.0.1:")
+    assert set(urls.values()) == {"-"}
 
 
 def test_address_prints_a_serving_instance(running: Workspace) -> None:
@@ -100,7 +111,7 @@ def test_up_writes_the_schema_for_editors(running: Workspace) -> None:
     schema = json.loads((running.root / ".mesh" / "mesh.schema.json").read_text())
 
     named = schema["properties"]["services"]["properties"]
-    assert set(named) == {"product", "inventory", "order"}
+    assert set(named) == {"product", "inventory", "order", "auth", "edge"}
     document = yaml.safe_load((running.root / "mesh.yaml").read_text())
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(document)) == []
 
@@ -116,7 +127,7 @@ def test_down_stops_every_process_and_is_idempotent(
 ) -> None:
     workspace = make_workspace(tmp_path)
     with workspace.detached_up() as pids:
-        assert len(pids) == 8  # supervisor, etcd, control plane, five instances
+        assert len(pids) == 10  # supervisor, etcd, control plane, seven instances
 
         result = workspace.meshctl("down")
         assert result.returncode == 0, result.stderr
@@ -151,7 +162,7 @@ def test_foreground_up_reports_a_restart_and_stops_everything_on_ctrl_c(
     with workspace.foreground_up() as process:
         _read_until(process, output, "Running.")
         pids = workspace.pids()
-        assert len(pids) == 8, "".join(output)  # supervisor, etcd, control plane, 5 instances
+        assert len(pids) == 10, "".join(output)  # supervisor, etcd, control plane, 7 instances
         assert any("grpcurl -cacert" in line for line in output)
         state = read_state(tmp_path / ".mesh")
         assert state is not None
@@ -213,7 +224,7 @@ def test_config_schema_leaves_a_failing_services_settings_free_form(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "services.broken.settings left free-form" in result.stderr
     named = json.loads(result.stdout)["properties"]["services"]["properties"]
-    assert set(named) == {"product", "inventory", "order"}
+    assert set(named) == {"product", "inventory", "order", "auth", "edge"}
 
 
 def test_config_schema_of_the_runtime_only_needs_no_mesh_yaml(tmp_path: Path) -> None:
@@ -246,10 +257,10 @@ def test_certs_are_created_once_then_kept(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path)
     first = workspace.meshctl("certs")
     assert first.returncode == 0, first.stderr
-    # ca, product, inventory, order, admin, controlplane
-    assert first.stdout.count("created") == 6
+    # ca, product, inventory, order, auth, edge, admin, controlplane
+    assert first.stdout.count("created") == 8
     second = workspace.meshctl("certs")
-    assert second.stdout.count("kept") == 6
+    assert second.stdout.count("kept") == 8
     key = tmp_path / "certs" / "admin.key"
     assert key.stat().st_mode & 0o777 == 0o600
 
@@ -268,7 +279,7 @@ def test_ctrl_c_while_starting_stops_what_was_started(
             assert time.monotonic() < deadline, "meshctl up never spawned its instances"
             time.sleep(0.05)
         pids = workspace.pids()
-        assert len(pids) == 7  # supervisor, control plane, five instances; etcd is external here
+        assert len(pids) == 9  # supervisor, control plane, seven instances; etcd is external here
 
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=20)
