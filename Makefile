@@ -77,7 +77,23 @@ breaking: $(INSTALLED)
 	(cd "$$against" && $(CURDIR)/$(BIN)/buf build -o image.binpb) && \
 	$(BIN)/buf breaking --against "$$against/image.binpb" && echo "buf breaking: no breaking change against main"
 
+## bench: `python -m bench`, after installing what its edge rows need when missing: Debian's
+## nghttp2-client (h2load, their load; as root) and, into the venv, the pinned HTTP
+## servers they measure the edge's own against (bench/edge.py, CANDIDATE_PINS)
 bench: $(INSTALLED)
+	@if ! command -v h2load >/dev/null; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian's nghttp2-client (h2load: the edge rows' load)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client >/dev/null || exit 1; \
+		else \
+			echo "h2load is missing and this is not root: the edge rows will be skipped"; \
+		fi; \
+	fi
+	@pins=$$($(BIN)/python -c 'from bench.edge import missing_pins; print(*missing_pins())') || exit 1; \
+	if [ -n "$$pins" ]; then \
+		echo "installing the edge rows' candidate HTTP servers into $(VENV): $$pins"; \
+		$(BIN)/python -m pip install --quiet --disable-pip-version-check $$pins || exit 1; \
+	fi
 	$(BIN)/python -m bench
 
 clean:

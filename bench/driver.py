@@ -31,6 +31,14 @@ load, with five more Envoys up, 20 registry changes are timed from the etcd call
 every sidecar's admin /clusters. The report prints these after the target, and
 `--json` holds them under "sidecar" (null when skipped).
 
+Then the edge rows (bench.edge, bench.h2load; `--no-edge` skips them): after the
+load above, with its servers stopped, the REST edge (`python -m gateway`) against
+Envoy's grpc_json_transcoder and direct gRPC over one plaintext product backend,
+and the edge's Site on other HTTP servers, interleaved in rounds of their own with
+the same rounds, warm-up, window and calls in flight, loaded by h2load; and the JSON
+candidates (bench.edge_json). The report prints them last, and `--json` holds them
+under "edge" (null when skipped).
+
 Exit code: 0 when every window was measured without errors (whether or not the target
 is met: this is a measurement, not a test); 1 if something failed to start or calls
 failed; 130 on Ctrl-C (or SIGTERM, SIGHUP). Everything started is stopped on every
@@ -60,6 +68,7 @@ from typing import TYPE_CHECKING, TypeVar
 from bench import placement as pinning
 from bench.aio import to_completion
 from bench.echo_server import METHOD as ECHO_METHOD
+from bench.edge import EDGE_SUBJECTS
 from bench.load import LoadFailed, LoadPool, Target, Window
 from bench.placement import Placement
 from bench.report import Progress, print_report
@@ -68,6 +77,7 @@ from bench.sidecar_report import print_sidecar_report, sidecar_round_line, sidec
 from bench.sidecar_results import CHANGES, EXTRA_SIDECARS, sidecar_summary
 from bench.summary import (
     Checks,
+    EdgeJson,
     InstanceCheck,
     SidecarJson,
     Summary,
@@ -124,6 +134,8 @@ SUBJECTS = 5
 TRACED_INSTANCE_ID = "product-2"
 SIDECAR_WINDOWS = 6  # per round: proxyless and two sidecars, at 3 loads (Settings.sidecar_timing)
 SIDECAR_SETUP = 6.0  # seconds: control plane and Envoys up, the registry changes, stopping
+EDGE_SETUP = 9.0  # seconds: the backend, Envoy and the edges up, the JSON candidates, stopping
+EDGE_WINDOW_COST = 0.1  # seconds per edge window besides its own: h2load starts, connects, exits
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,12 @@ class Settings:
     # Dev options: the sidecar rows alone (no main windows), and bench.sidecar_variants.
     sidecar_only: bool = False
     sidecar_variants: tuple[str, ...] = ()
+    edge: bool = True  # also the edge rows (bench.edge)
+    edge_only: bool = False  # dev option: the edge rows alone
+
+    @property
+    def in_flight(self) -> int:
+        return self.workers * self.concurrency
 
     @property
     def sidecar_timing(self) -> tuple[tuple[float, float], ...]:
@@ -151,7 +169,13 @@ class Settings:
     @property
     def estimate(self) -> float:
         """Seconds a run takes, roughly: its windows plus start-up and shut-down."""
-        main = 8.0
+        edge = 0.0
+        if self.edge or self.edge_only:
+            per_window = self.warmup + self.window + EDGE_WINDOW_COST
+            edge = EDGE_SETUP + EDGE_SUBJECTS * self.rounds * per_window
+        if self.edge_only:
+            return edge
+        main = 8.0 + edge
         if not self.sidecar_only:
             main += SUBJECTS * self.rounds * (self.warmup + self.window + 0.1)
         if not self.sidecar:
@@ -235,6 +259,39 @@ class _SidecarOnly:
     """What a `--sidecar-only` run yields: the sidecar part alone."""
 
     sidecar: SidecarJson
+
+
+@dataclass(frozen=True)
+class _EdgeOnly:
+    """What an `--edge-only` run yields: the edge part alone (None: skipped)."""
+
+    edge: EdgeJson | None
+
+
+async def _run_all(
+    settings: Settings, where: Placement, progress: Progress
+) -> Summary | _SidecarOnly | _EdgeOnly:
+    """The main rows and the sidecar part (unless --edge-only), then the edge part
+    (unless --no-edge or --sidecar-only), each with its own processes."""
+    if settings.edge_only:
+        return _EdgeOnly(await _run_edge(settings, where, progress))
+    result = await _run(settings, where, progress)
+    if settings.edge and not isinstance(result, _SidecarOnly):
+        result["edge"] = await _run_edge(settings, where, progress)
+    return result
+
+
+async def _run_edge(settings: Settings, where: Placement, progress: Progress) -> EdgeJson | None:
+    from bench.edge import run_edge
+
+    return await run_edge(
+        rounds=settings.rounds,
+        warmup=settings.warmup,
+        window=settings.window,
+        in_flight=settings.in_flight,
+        where=where,
+        progress=progress,
+    )
 
 
 async def _run(settings: Settings, where: Placement, progress: Progress) -> Summary | _SidecarOnly:
@@ -545,6 +602,7 @@ def summarize(
         "target": target_summary(ratios["shopmesh_vs_bare_product"], settings.rounds),
         "checks": checks,
         "sidecar": sidecar,
+        "edge": None,  # the edge part runs after the rest: the driver sets it then
     }
 
 
@@ -599,7 +657,16 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
         action="store_false",
         help="skip the sidecar data plane's rows and the registry-to-sidecars figures",
     )
+    parser.add_argument(
+        "--no-edge",
+        dest="edge",
+        action="store_false",
+        help="skip the edge rows (the REST edge vs Envoy's grpc_json_transcoder and direct "
+        "gRPC, the HTTP server and JSON candidates)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    # Dev option for work on the edge rows, left out of --help: them alone.
+    parser.add_argument("--edge-only", action="store_true", help=argparse.SUPPRESS)
     # Dev options for experiments on the sidecar path, left out of --help.
     parser.add_argument("--sidecar-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sidecar-variant", default="", help=argparse.SUPPRESS)
@@ -621,10 +688,14 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
         workers=args.workers,
         concurrency=args.concurrency,
         pin=args.pin,
-        sidecar=args.sidecar or args.sidecar_only,
+        sidecar=(args.sidecar or args.sidecar_only) and not args.edge_only,
         sidecar_only=args.sidecar_only,
         sidecar_variants=_variants(parser, args.sidecar_variant),
+        edge=(args.edge and not args.sidecar_only) or args.edge_only,
+        edge_only=args.edge_only,
     )
+    if settings.edge_only and settings.sidecar_only:
+        parser.error("--edge-only and --sidecar-only exclude each other")
     if (
         settings.rounds < 1
         or settings.workers < 1
@@ -661,6 +732,27 @@ def _sidecar_only_output(
     return 1 if sum(row["errors"] for row in sidecar["rows"]) else 0
 
 
+def _edge_only_output(edge: EdgeJson | None, where: Placement, path: Path | None) -> int:
+    from bench.edge_report import print_edge_report
+
+    if edge is None:
+        return 1  # skipped, said why
+    print_edge_report(edge, where)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"edge": edge}, indent=2) + "\n")
+        print(f"\nResults written to {path}")
+    return 1 if _edge_errors(edge) else 0
+
+
+def _edge_errors(edge: EdgeJson | None) -> int:
+    """Failed calls of the edge rows but the candidate servers' (the report shows
+    theirs): a server the edge does not run on does not fail the run."""
+    if edge is None:
+        return 0
+    return sum(row["errors"] for row in edge["rows"] if not row["candidate"])
+
+
 def _as_ctrl_c(signum: int, frame: object) -> None:
     signal.raise_signal(signal.SIGINT)
 
@@ -676,8 +768,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Before any thread exists: every thread and child of the driver inherits it.
         os.sched_setaffinity(0, where.load_cpus)
     progress = Progress()
+    edge_text = (
+        f"; then the edge rows: {EDGE_SUBJECTS} subjects x {settings.rounds} rounds with the "
+        "same windows, loaded by h2load"
+        if settings.edge
+        else ""
+    )
     progress.report(
-        f"ShopMesh benchmark: {SUBJECTS} subjects x {settings.rounds} rounds, each window "
+        f"ShopMesh benchmark, the edge rows only ({int(settings.estimate)} s)"
+        if settings.edge_only
+        else f"ShopMesh benchmark: {SUBJECTS} subjects x {settings.rounds} rounds, each window "
         f"{settings.warmup:g} s warm-up + {settings.window:g} s measured "
         f"(about {int(settings.estimate // 60)} min {int(settings.estimate % 60):02d} s in all); "
         f"{settings.workers} load processes x {settings.concurrency} in flight"
@@ -689,10 +789,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if settings.sidecar
             else ""
         )
+        + edge_text
     )
     progress.report(f"placement: {progress.placement_text(where)}")
     try:
-        summary = asyncio.run(_run(settings, where, progress))
+        summary = asyncio.run(_run_all(settings, where, progress))
     except KeyboardInterrupt:
         progress.report("interrupted: everything started has been stopped")
         return 130
@@ -705,9 +806,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if isinstance(summary, _SidecarOnly):
         return _sidecar_only_output(summary.sidecar, settings, where, args.json)
+    if isinstance(summary, _EdgeOnly):
+        return _edge_only_output(summary.edge, where, args.json)
     print_report(summary, where)
     if summary["sidecar"] is not None:
         print_sidecar_report(summary["sidecar"], where)
+    if summary["edge"] is not None:
+        from bench.edge_report import print_edge_report
+
+        print_edge_report(summary["edge"], where)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -715,6 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = sum(row["errors"] for row in summary["subjects"])
     if summary["sidecar"] is not None:
         errors += sum(row["errors"] for row in summary["sidecar"]["rows"])
+    errors += _edge_errors(summary["edge"])
     if errors:
         print(f"\n{errors} calls failed: see the error samples above", file=sys.stderr)
         return 1

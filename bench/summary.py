@@ -11,8 +11,12 @@ from typing import TypedDict
 
 __all__ = [
     "Checks",
+    "EdgeJson",
+    "EdgeRowJson",
+    "EdgeSettingsJson",
     "GoalJson",
     "InstanceCheck",
+    "JsonCaseJson",
     "MachineJson",
     "PlacementJson",
     "PropagationJson",
@@ -239,6 +243,84 @@ class SidecarJson(TypedDict):
     goals: list[GoalJson]
 
 
+class EdgeRowJson(TypedDict):
+    """One subject of the edge rows, pooled over the rounds. Its "front" is the process
+    the HTTP (or, for direct gRPC, the gRPC) load reaches: Envoy, the edge, or the
+    backend itself; behind every other front is the same backend."""
+
+    row: int
+    name: str
+    detail: str
+    load: str  # what h2load sent, e.g. "HTTP/1.1 keep-alive, 64 connections"
+    candidate: bool  # a candidate server's row: its errors do not fail the run
+    in_flight: int
+    calls: int
+    measured_s: float
+    calls_per_s: float
+    calls_per_s_per_round: list[float]
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    p99_ms_per_round: list[float]
+    max_ms: float | None  # None: no call completed
+    errors: int
+    error_samples: list[str]
+    front_cpu_pct: float
+    front_cpu_us_per_call: float
+    front_loop_thread_idle_pct: float | None  # a Python front's asyncio thread; None: Envoy
+    backend_cpu_pct: float
+    backend_cpu_us_per_call: float  # the front's own figure for direct gRPC
+    server_side_cpu_us_per_call: float  # front and backend together (direct: the backend)
+    load_cpu_pct: float  # h2load
+    load_cpu_us_per_call: float
+    core_busy_pct: dict[str, float]
+    other_cpu_pct: float
+
+
+class JsonCaseJson(TypedDict):
+    """One JSON candidate case: a shop message one way, with orjson and with the
+    stdlib's json, as the edge does it (json_format's dict, then the serializer)."""
+
+    message: str
+    direction: str  # "encode" (message -> JSON bytes) or "decode" (bytes -> message)
+    json_bytes: int
+    orjson_us: float  # json_format plus orjson, per message
+    stdlib_us: float  # json_format plus json
+    json_format_us: float  # MessageToDict or ParseDict alone
+    orjson_alone_us: float  # dumps or loads alone
+    stdlib_alone_us: float
+    speedup: float  # stdlib_us / orjson_us: what orjson saves on the whole step
+    speedup_alone: float  # of the serializers alone
+    same_result: bool  # both give the same bytes (encode) or the same message (decode)
+
+
+class EdgeSettingsJson(TypedDict):
+    rounds: int
+    window_s: float
+    warmup_s: float
+    in_flight: int
+    order_each_round: list[str]
+    placement: str
+    url: str  # what the HTTP subjects are asked for
+    skipped: dict[str, str]  # candidate servers not measured, and why
+
+
+class EdgeJson(TypedDict):
+    """The REST edge against Envoy's grpc_json_transcoder and direct gRPC, the HTTP
+    server candidates, the JSON candidates, and the goals."""
+
+    settings: EdgeSettingsJson
+    versions: dict[str, str]  # envoy, h2load, httptools, orjson, aiohttp, uvicorn ...
+    rows: list[EdgeRowJson]
+    ratios: dict[str, RatioJson]  # e.g. "edge_vs_envoy", "aiohttp_vs_edge"
+    p99_edge_over_envoy: float  # pooled p99s: the goal's figure (lower is better)
+    p99_edge_over_envoy_per_round: list[float]
+    same_json: bool  # Envoy and the edge answered the check request with the same JSON
+    placement_check: dict[str, ThreadPlacement]  # by process label; empty if not pinned
+    json_candidates: list[JsonCaseJson]
+    goals: list[GoalJson]
+
+
 class Summary(TypedDict):
     benchmark: str
     machine: MachineJson
@@ -249,3 +331,4 @@ class Summary(TypedDict):
     target: TargetJson
     checks: Checks
     sidecar: SidecarJson | None  # None with --no-sidecar
+    edge: EdgeJson | None  # None with --no-edge, or without h2load

@@ -35,6 +35,7 @@ TOP_LEVEL = [
     "target",
     "checks",
     "sidecar",  # added with the sidecar data plane: after every earlier key
+    "edge",  # added with the edge rows: after every earlier key
 ]
 RATIO_PAIRS = {
     "shopmesh_vs_plaintext_echo": "3/1",
