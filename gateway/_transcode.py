@@ -139,7 +139,9 @@ class Transcoding:
             and self._mask_field.name not in overlay
         ):  # paths relative to the body's field, as grpc-gateway fills them
             overlay[self._mask_field.name] = ",".join(_mask_paths(body_json, body_type))
-        if overlay:
+        if overlay and body_json is None:
+            _parse(overlay, request, "request")
+        elif overlay:  # over the body: path and query values win
             layer = self.request_class()
             _parse(overlay, layer, "request")
             request.MergeFrom(layer)
