@@ -78,6 +78,7 @@ from google.protobuf.descriptor import (
 )
 
 from gateway._descriptors import ApiSurface, HttpBinding, RpcMethod
+from gateway._template import PathTemplate, Variable
 
 __all__ = ["OPENAPI_VERSION", "openapi_document"]
 
@@ -296,58 +297,20 @@ class _Template:
 
 
 def _parse(template: str) -> _Template:
-    """HttpRule's grammar: "/" Segments [":" Verb], a Segment being *, **, a literal or
-    {field.path[=Segments]}."""
-    if not template.startswith("/"):
-        raise ValueError(f"path template {template!r} does not start with /")
-    text, verb = template[1:], ""
-    depth, cut = 0, -1
-    for at, char in enumerate(text):
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-        elif depth == 0 and char == "/":
-            cut = -1
-        elif depth == 0 and char == ":":
-            cut = at  # the verb follows the last ":", as the router takes it
-        if depth not in (0, 1):
-            raise ValueError(f"path template {template!r} has unbalanced braces")
-    if depth:
-        raise ValueError(f"path template {template!r} has unbalanced braces")
-    if cut >= 0:
-        text, verb = text[:cut], text[cut + 1 :]
-    segments: list[_Literal | _Wild | _Var] = []
-    for part in _split(text):
-        if part.startswith("{") and part.endswith("}"):
-            field, _, pattern = part[1:-1].partition("=")
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", field):
-                raise ValueError(f"path template {template!r}: bad field path {field!r}")
-            segments.append(_Var(field, tuple(map(_plain_segment, (pattern or "*").split("/")))))
-        elif "{" in part or "}" in part or not part:
-            raise ValueError(f"path template {template!r}: bad segment {part!r}")
-        else:
-            segments.append(_plain_segment(part))
-    return _Template(tuple(segments), verb)
+    """A template in the pieces OpenAPI paths are made of (the router's grammar and
+    checks; raises TemplateError, a ValueError)."""
+    parsed = PathTemplate.parse(template)
+    segments = tuple(
+        _Var(".".join(part.field_path), tuple(map(_piece, part.pattern.split("/"))))
+        if isinstance(part, Variable)
+        else _piece(part)
+        for part in parsed.parts
+    )
+    return _Template(segments, parsed.verb)
 
 
-def _split(text: str) -> Iterator[str]:
-    """`text` cut at the `/` outside braces."""
-    depth, start = 0, 0
-    for at, char in enumerate(text):
-        depth += {"{": 1, "}": -1}.get(char, 0)
-        if char == "/" and depth == 0:
-            yield text[start:at]
-            start = at + 1
-    yield text[start:]
-
-
-def _plain_segment(part: str) -> _Literal | _Wild:
-    if part in ("*", "**"):
-        return _Wild(deep=part == "**")
-    if not part or any(char in part for char in "{}=*"):
-        raise ValueError(f"bad path segment {part!r}")
-    return _Literal(part)
+def _piece(segment: str) -> _Literal | _Wild:
+    return _Wild(deep=segment == "**") if segment in ("*", "**") else _Literal(segment)
 
 
 @dataclass(frozen=True)

@@ -90,12 +90,15 @@ class PathTemplate:
     segments: tuple[str, ...] = field(init=False, compare=False)
     """Every segment with variables spelled out, e.g. ("v1", "shelves", "*") for
     "/v1/{name=shelves/*}:cancel"; "*" and "**" are wildcards, the rest literals."""
+    parts: tuple[str | Variable, ...] = field(init=False, compare=False)
+    """The segments as written, a variable as one part: ("v1", Variable(("name",),
+    "shelves/*")) for "/v1/{name=shelves/*}:cancel"."""
     _literals: tuple[tuple[int, str], ...] = field(init=False, compare=False, repr=False)
     _stars: tuple[int, ...] = field(init=False, compare=False, repr=False)
     _captures: tuple[_Capture, ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        segments, verb, variables, captures = _parse(self.text)
+        segments, verb, variables, captures, parts = _parse(self.text)
         literals = tuple((i, s) for i, s in enumerate(segments) if s not in ("*", "**"))
         stars = tuple(i for i, s in enumerate(segments) if s == "*")
         # Frozen: the compiled form is set once, here.
@@ -103,6 +106,7 @@ class PathTemplate:
             ("verb", verb),
             ("variables", variables),
             ("segments", segments),
+            ("parts", parts),
             ("_literals", literals),
             ("_stars", stars),
             ("_captures", captures),
@@ -182,7 +186,9 @@ def _decode(segment: str, *, keep_slash: bool) -> str:
         raise BadPathValue("invalid UTF-8 after percent-decoding", segment) from None
 
 
-_Parsed = tuple[tuple[str, ...], str, tuple[Variable, ...], tuple[_Capture, ...]]
+_Parsed = tuple[
+    tuple[str, ...], str, tuple[Variable, ...], tuple[_Capture, ...], tuple[str | Variable, ...]
+]
 
 
 def _parse(text: str) -> _Parsed:
@@ -193,17 +199,20 @@ def _parse(text: str) -> _Parsed:
     segments: list[str] = []
     variables: list[Variable] = []
     captures: list[_Capture] = []
+    parts: list[str | Variable] = []
     for piece in pieces:
         if piece.startswith("{"):
             variable, inner = _variable(piece, text)
             variables.append(variable)
             captures.append(_capture(variable, inner, len(segments)))
             segments.extend(inner)
+            parts.append(variable)
         else:
             segments.append(_segment(piece, text))
+            parts.append(segments[-1])
     _check_double_star(segments, text)
     _check_field_paths(variables, text)
-    return tuple(segments), verb, tuple(variables), tuple(captures)
+    return tuple(segments), verb, tuple(variables), tuple(captures), tuple(parts)
 
 
 def _split_top(text: str) -> list[str]:
