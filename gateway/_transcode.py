@@ -12,6 +12,7 @@ fills a Timestamp and `1.5s` a Duration wherever it comes from.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -217,17 +218,23 @@ def _proto_name(descriptor: Descriptor, steps: list[str]) -> list[str]:
     for step in steps:
         fd = None
         if current is not None:
-            fd = current.fields_by_name.get(step) or _by_json_name(current, step)
+            fd = _field_named(current, step)
         names.append(fd.name if fd is not None else step)
         current = fd.message_type if fd is not None else None
     return names
 
 
-def _by_json_name(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
-    for fd in descriptor.fields:
-        if fd.json_name == name:
-            return fd
-    return None
+def _field_named(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
+    """The field a JSON name or a proto name names, as the JSON mapping accepts both."""
+    return _fields_by_either_name(descriptor).get(name)
+
+
+@functools.cache
+def _fields_by_either_name(descriptor: Descriptor) -> dict[str, FieldDescriptor]:
+    return {
+        **{fd.json_name: fd for fd in descriptor.fields},
+        **{fd.name: fd for fd in descriptor.fields},
+    }
 
 
 def _assign(
@@ -238,7 +245,7 @@ def _assign(
     current = descriptor
     node = tree
     for i, step in enumerate(steps):
-        fd = current.fields_by_name.get(step) or _by_json_name(current, step)
+        fd = _field_named(current, step)
         if fd is None:
             name = ".".join(steps[: i + 1])
             raise EdgeError.bad_request(f"{where}: {current.full_name} has no field {step!r}", name)
@@ -335,7 +342,7 @@ def _mask_paths(body: Mapping[str, Any], descriptor: Descriptor, prefix: str = "
     update mask: proto names, nested messages descended into (not maps, nor WKTs)."""
     paths = []
     for key, value in body.items():
-        fd = descriptor.fields_by_name.get(key) or _by_json_name(descriptor, key)
+        fd = _field_named(descriptor, key)
         name = fd.json_name if fd is not None else key  # FieldMask JSON: camelCase
         full = f"{prefix}{name}"
         nested = (
