@@ -14,6 +14,7 @@ import yaml
 from gateway.edge import EdgeSettings
 from mesh.config import (
     NoSettings,
+    ServiceSpec,
     load_config,
     mesh_schema,
     settings_schema,
@@ -22,7 +23,9 @@ from mesh.config import (
 from mesh.errors import ConfigError
 from services.auth.settings import AuthSettings
 from services.inventory.settings import InventorySettings
+from services.payment.settings import PaymentSettings
 from services.product.settings import DemoProduct, ProductSettings
+from services.shipping.settings import ShippingSettings
 
 REPO = Path(__file__).resolve().parents[3]
 MODELS: dict[str, type[Any]] = {
@@ -31,6 +34,8 @@ MODELS: dict[str, type[Any]] = {
     "order": NoSettings,
     "auth": AuthSettings,
     "edge": EdgeSettings,
+    "payment": PaymentSettings,
+    "shipping": ShippingSettings,
 }
 
 
@@ -133,6 +138,80 @@ def test_a_setting_for_a_service_that_takes_none_is_refused(tmp_path: Path) -> N
     )
 
 
+def own_settings_error(service: str, settings: dict[str, object]) -> ConfigError:
+    """The error of `settings` for `service`, whether or not mesh.yaml has the service."""
+    spec = ServiceSpec(name=service, module=f"services.{service}", settings=settings)
+    with pytest.raises(ConfigError) as caught:
+        validate_settings(spec, MODELS[service])
+    return caught.value
+
+
+def test_payment_and_shipping_fail_nothing_by_default() -> None:
+    payment = validate_settings(ServiceSpec("payment", "services.payment"), PaymentSettings)
+    shipping = validate_settings(ServiceSpec("shipping", "services.shipping"), ShippingSettings)
+
+    assert (payment.decline.customers, payment.decline.share, payment.delay_ms) == ((), 0.0, 0)
+    assert (shipping.step_seconds, shipping.delay_ms) == (5.0, 0)
+    assert (shipping.fail.order_ids, shipping.fail.countries, shipping.fail.share) == ((), (), 0.0)
+
+
+def test_the_failure_knobs_are_read() -> None:
+    payment = validate_settings(
+        ServiceSpec(
+            "payment",
+            "services.payment",
+            settings={"decline": {"customers": ["mallory"], "share": 1}, "delay_ms": 250},
+        ),
+        PaymentSettings,
+    )
+    shipping = validate_settings(
+        ServiceSpec(
+            "shipping",
+            "services.shipping",
+            settings={"step_seconds": 0.2, "fail": {"order_ids": ["ord-x"], "countries": ["AQ"]}},
+        ),
+        ShippingSettings,
+    )
+
+    assert (payment.decline.customers, payment.decline.share, payment.delay_ms) == (
+        ("mallory",),
+        1.0,
+        250,
+    )
+    assert (shipping.step_seconds, shipping.fail.order_ids, shipping.fail.countries) == (
+        0.2,
+        ("ord-x",),
+        ("AQ",),
+    )
+
+
+@pytest.mark.parametrize(
+    ("service", "settings", "key"),
+    [
+        ("payment", {"decline": {"share": 1.5}}, "services.payment.settings.decline.share"),
+        ("payment", {"decline": {"share": "0.5"}}, "services.payment.settings.decline.share"),
+        ("payment", {"decline": {"customers": ["-x"]}},
+         "services.payment.settings.decline.customers[0]"),
+        ("payment", {"delay_ms": -1}, "services.payment.settings.delay_ms"),
+        ("payment", {"delay_ms": 600_000}, "services.payment.settings.delay_ms"),
+        ("payment", {"declines": {}}, "services.payment.settings.declines"),
+        ("shipping", {"step_seconds": 0}, "services.shipping.settings.step_seconds"),
+        ("shipping", {"fail": {"countries": ["XX"]}},
+         "services.shipping.settings.fail.countries[0]"),
+        ("shipping", {"fail": {"countries": ["de"]}},
+         "services.shipping.settings.fail.countries[0]"),
+        ("shipping", {"fail": {"order_ids": ["Order 1"]}},
+         "services.shipping.settings.fail.order_ids[0]"),
+        ("shipping", {"fail": {"share": -0.1}}, "services.shipping.settings.fail.share"),
+        ("shipping", {"fail": {"customers": []}}, "services.shipping.settings.fail.customers"),
+    ],
+)  # fmt: skip
+def test_a_bad_failure_knob_is_named_in_full(
+    service: str, settings: dict[str, object], key: str
+) -> None:
+    assert own_settings_error(service, settings).key == key
+
+
 # -- the mesh's schema with every service's settings ------------------------------------
 
 SCHEMA = mesh_schema({name: settings_schema(model) for name, model in MODELS.items()})
@@ -165,3 +244,22 @@ def test_the_whole_schema_finds_a_bad_setting_of_a_service(
     parent[path[-1]] = value
 
     assert not VALIDATOR.is_valid(document)
+
+
+@pytest.mark.parametrize(
+    ("service", "settings", "valid"),
+    [
+        ("payment", {"decline": {"customers": ["mallory"], "share": 0.1}, "delay_ms": 5}, True),
+        ("payment", {"decline": {"share": 2}}, False),
+        ("shipping", {"step_seconds": 0.5, "fail": {"countries": ["AQ"]}}, True),
+        ("shipping", {"step_seconds": -1}, False),
+        ("shipping", {"fail": {"countries": ["aq"]}}, False),
+    ],
+)
+def test_the_whole_schema_checks_payment_and_shipping_settings(
+    service: str, settings: dict[str, object], valid: bool
+) -> None:
+    document = copy.deepcopy(repo_document())
+    document["services"][service] = {"port": 0, "metrics_port": 0, "settings": settings}
+
+    assert VALIDATOR.is_valid(document) is valid
