@@ -10,6 +10,7 @@ otherwise. Tokens are checked against the JWKS the auth service serves.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,6 +103,7 @@ async def setup(rt: Runtime) -> None:
         surface = load_descriptor_set(path)
     except DescriptorSetError as error:
         raise MeshError(str(error)) from error
+    surface = _declared_only(surface, config.services, settings.upstreams)
     try:
         site = _site(rt, surface, settings)
     except ValueError as error:  # a binding the router or the transcoder cannot serve
@@ -162,6 +164,23 @@ def _site(rt: Runtime, surface: ApiSurface, settings: EdgeSettings) -> Site:
     )
     cors = CorsPolicy(allowed_origins=settings.cors_origins) if settings.cors_origins else None
     return Site(edge, document, SiteOptions(cors=cors, per_address=_limiter(settings.per_address)))
+
+
+def _declared_only(
+    surface: ApiSurface, declared: Mapping[str, object], upstreams: Mapping[str, str]
+) -> ApiSurface:
+    """The surface without the gRPC services of mesh services mesh.yaml does not declare
+    (a contract compiled ahead of its service): their routes would only ever be 503s."""
+
+    def served(service: str) -> bool:
+        try:
+            return mesh_service(service, upstreams) in declared
+        except MeshError:
+            return False
+
+    return dataclasses.replace(
+        surface, methods=tuple(m for m in surface.methods if served(m.service))
+    )
 
 
 def _shop_set() -> Path:
