@@ -95,6 +95,7 @@ class _Status:
     state: MeshState | None  # None: no meshctl up here (an external etcd's instances)
     etcd: str  # the endpoint asked
     etcd_answered: bool
+    events: str = ""  # the line about the event broker, "" if none is known
 
 
 def _not_running(state: MeshState | None) -> str:
@@ -120,15 +121,16 @@ async def _status(config: MeshConfig) -> _Status:
     endpoint = etcd_endpoint(config)
     if endpoint is None:
         raise MeshError(_not_running(None))
+    events = _events_line(config, state)
     try:
         async with EtcdClient(endpoint, timeout=2.0) as etcd:
-            return _Status(await mesh_status(config, etcd, state), state, endpoint, True)
+            return _Status(await mesh_status(config, etcd, state), state, endpoint, True, events)
     except RegistryUnavailable as error:
         if state is None:
             raise
         # The supervisor knows its instances: check them where they serve.
         _warn(f"etcd is unreachable ({error}); showing what the supervisor knows")
-        return _Status(await supervisor_status(config, state), state, endpoint, False)
+        return _Status(await supervisor_status(config, state), state, endpoint, False, events)
 
 
 def _warn(message: str) -> None:
@@ -188,6 +190,19 @@ def _controlplane_line(state: MeshState | None) -> str:
     )
 
 
+def _events_line(config: MeshConfig, state: MeshState | None) -> str:
+    """The line about the event broker: the one `meshctl up` runs, or an external one."""
+    broker = config.events.broker
+    if state is not None and state.events_state:
+        pid = state.events_pid or "-"
+        return (
+            f"\nevents {broker} {state.events_endpoint}: {state.events_state}, pid {pid}, "
+            f"restarts {state.events_restarts}"
+        )
+    endpoint = config.events.endpoint or (state.events_endpoint if state is not None else "")
+    return f"\nevents {broker} {endpoint} (external)" if endpoint else ""
+
+
 def _nack_lines(rows: Sequence[InstanceStatus]) -> str:
     """Each config a sidecar refused, with Envoy's reason (cut to one line)."""
     lines = [
@@ -202,7 +217,7 @@ def _nack_lines(rows: Sequence[InstanceStatus]) -> str:
 def _report(status: _Status) -> str:
     table = _table(status.rows) if status.rows else "no instances registered"
     return (
-        f"{table}\n\n{_etcd_line(status)}{_controlplane_line(status.state)}"
+        f"{table}\n\n{_etcd_line(status)}{_controlplane_line(status.state)}{status.events}"
         f"{_nack_lines(status.rows)}"
     )
 
@@ -398,6 +413,8 @@ def _kill_leftovers(state: MeshState) -> int:
     }
     if state.etcd_pid:
         expected[state.etcd_pid] = ("etcd",)
+    if state.events_pid:
+        expected[state.events_pid] = ("nats-server",)
     expected[state.supervisor_pid] = SUPERVISOR_MARKERS
     killed = 0
     for pid, markers in expected.items():

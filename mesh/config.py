@@ -47,6 +47,7 @@ from mesh.errors import ConfigError
 
 __all__ = [
     "ADMIN_IDENTITY",
+    "BROKERS",
     "CONTROLPLANE_IDENTITY",
     "DATAPLANES",
     "EDGE_IDENTITY",
@@ -59,6 +60,7 @@ __all__ = [
     "ConnectionLimits",
     "ControlPlaneSettings",
     "EtcdSettings",
+    "EventsSettings",
     "FaultPolicy",
     "Matches",
     "MeshConfig",
@@ -85,6 +87,10 @@ __all__ = [
 _Dataplane = Literal["direct", "sidecar"]
 DATAPLANES: tuple[str, ...] = get_args(_Dataplane)
 """The values of mesh.dataplane this version knows."""
+
+_Broker = Literal["nats", "rabbitmq"]
+BROKERS: tuple[str, ...] = get_args(_Broker)
+"""The values of events.broker this version knows."""
 
 _LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LOG_LEVELS: tuple[str, ...] = get_args(_LogLevel)
@@ -358,6 +364,22 @@ class EtcdSettings:
     """Seconds: a crashed instance leaves the registry within this."""
 
 
+@dataclass(frozen=True, config=_SECTION)
+class EventsSettings:
+    """The event bus (mesh.events): services publish domain events to it and consume
+    them with durable, at-least-once, per-consumer ordered subscriptions. An empty
+    `endpoint` means meshctl runs an embedded broker."""
+
+    broker: _Broker = "nats"
+    """Which broker and adapter: "nats" (NATS JetStream, which meshctl up can run
+    embedded). "rabbitmq" is reserved for the second adapter, not built yet: choosing it
+    fails when a bus is made."""
+    endpoint: StrictStr = ""
+    """host:port of a broker to use; empty: meshctl up starts one."""
+    port: _Port = 4222
+    """The embedded broker's client port; 0: any free port, kept across its restarts."""
+
+
 def _lowercase(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
@@ -507,6 +529,7 @@ class MeshDocument:
     client: Annotated[ClientPolicy, _NONE_IS_EMPTY] = ClientPolicy()
     telemetry: Annotated[TelemetrySettings, _NONE_IS_EMPTY] = TelemetrySettings()
     controlplane: Annotated[ControlPlaneSettings, _NONE_IS_EMPTY] = ControlPlaneSettings()
+    events: Annotated[EventsSettings, _NONE_IS_EMPTY] = EventsSettings()
     identities: _Names = ()
     """Identities that get a certificate besides each service's and admin's."""
     authz: tuple[AuthzRule, ...] = ()
@@ -570,6 +593,7 @@ class MeshConfig:
     client: ClientPolicy = dataclasses.field(default_factory=ClientPolicy)
     telemetry: TelemetrySettings = dataclasses.field(default_factory=TelemetrySettings)
     controlplane: ControlPlaneSettings = dataclasses.field(default_factory=ControlPlaneSettings)
+    events: EventsSettings = dataclasses.field(default_factory=EventsSettings)
     services: Mapping[str, ServiceSpec] = dataclasses.field(default_factory=dict)
     identities: tuple[str, ...] = ()
     authz: tuple[AuthzRule, ...] = ()
@@ -704,6 +728,7 @@ def _resolve(document: MeshDocument, path: Path) -> MeshConfig:
         client=document.client,
         telemetry=document.telemetry,
         controlplane=document.controlplane,
+        events=document.events,
         services={name: _service(name, s) for name, s in document.services.items()},
         identities=document.identities,
         authz=document.authz,

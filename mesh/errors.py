@@ -5,6 +5,8 @@
     ├── IdentityError            a certificate or SPIFFE id is missing or invalid
     ├── RegistryUnavailable      etcd could not be reached or refused the request
     │   └── RevisionCompacted    a watch asked for history etcd no longer keeps
+    ├── BrokerUnavailable        the event broker could not be reached, or did not
+    │                            acknowledge a publish in time (mesh.events)
     ├── CallError                a call through the mesh client failed before reaching a server
     │   ├── NoEndpoints          no instance of the service is registered
     │   └── CircuitOpen          every candidate endpoint's breaker is open
@@ -27,6 +29,7 @@ import grpc
 from grpc.aio import AioRpcError, Metadata
 
 __all__ = [
+    "BrokerUnavailable",
     "CallError",
     "CircuitOpen",
     "ConfigError",
@@ -57,6 +60,12 @@ class IdentityError(MeshError):
 
 class RegistryUnavailable(MeshError):
     """etcd could not serve a registry request."""
+
+
+class BrokerUnavailable(MeshError):
+    """The event broker could not serve a request: a publish it did not acknowledge in
+    time (which it may still have stored: publishing the same event again is safe), a
+    subscription it could not set up, or no broker known at all."""
 
 
 class RevisionCompacted(RegistryUnavailable):

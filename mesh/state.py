@@ -1,7 +1,7 @@
 """What a running `meshctl up` leaves in <state_dir>/state.json: the supervisor's pid,
-its control socket, the etcd it uses and the instances it started, each with its
+its control socket, the etcd and event broker it uses and the instances it started, each with its
 current pid, state and restarts, for other meshctl commands and for an instance started
-by hand (which finds etcd there).
+by hand (which finds etcd and the broker there).
 
 The supervisor rewrites the file atomically on every change (a restart changes pids).
 `read_state` accepts files written by older and newer versions: a missing field gets its
@@ -22,6 +22,7 @@ __all__ = [
     "MeshState",
     "clear_state",
     "etcd_endpoint",
+    "events_endpoint",
     "process_running",
     "read_state",
     "write_state",
@@ -63,6 +64,10 @@ class MeshState:
     controlplane_pid: int | None = None
     controlplane_state: str = ""  # RUNNING, RESTARTING or CRASHLOOP; "" without sidecars
     controlplane_restarts: int = 0
+    events_endpoint: str = ""  # host:port of the event broker; "" if none is known
+    events_pid: int | None = None  # None when the mesh uses a broker it did not start
+    events_state: str = ""  # the embedded broker: RUNNING, RESTARTING or CRASHLOOP; "" if external
+    events_restarts: int = 0
 
     def supervisor_alive(self) -> bool:
         """Whether the supervisor still runs (not merely whether its pid is taken: after
@@ -105,6 +110,16 @@ def etcd_endpoint(config: MeshConfig) -> str | None:
         return config.etcd.endpoint
     state = read_state(config.state_dir)
     return state.etcd_endpoint if state is not None else None
+
+
+def events_endpoint(config: MeshConfig) -> str | None:
+    """The event broker this mesh uses: the one mesh.yaml names, else the one `meshctl
+    up` started from this folder, else None. (The supervisor first writes state.json
+    once it has spawned every instance: an instance finds the broker there from then.)"""
+    if config.events.endpoint:
+        return config.events.endpoint
+    state = read_state(config.state_dir)
+    return (state.events_endpoint or None) if state is not None else None
 
 
 def write_state(state_dir: Path, state: MeshState) -> None:

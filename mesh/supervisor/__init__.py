@@ -1,5 +1,5 @@
-"""Process supervision: etcd, the control plane and service instances as child
-processes, restarted with backoff when they die, for meshctl and tests; the control channel meshctl uses to
+"""Process supervision: etcd, the event broker, the control plane and service
+instances as child processes, restarted with backoff when they die, for meshctl and tests; the control channel meshctl uses to
 ask a running supervisor for a rolling restart; and the live traffic commands (version
 weights, canaries, the policy table, `meshctl apply`)."""
 
@@ -26,6 +26,7 @@ from mesh.supervisor._controlplane import ControlPlaneServer
 from mesh.supervisor._etcd_server import EtcdServer
 from mesh.supervisor._health import check_health
 from mesh.supervisor._instance import InstanceProcess
+from mesh.supervisor._nats_server import NatsServer
 from mesh.supervisor._policy import AppliedAuthz, PolicyRow, Support, apply_authz, policy_rows
 from mesh.supervisor._restart import RestartPolicy
 from mesh.supervisor._status import InstanceStatus, mesh_status, supervisor_status
@@ -71,6 +72,7 @@ __all__ = [
     "MeshAlreadyRunning",
     "MeshState",
     "MethodRate",
+    "NatsServer",
     "PolicyRow",
     "ProtocolError",
     "RestartPolicy",

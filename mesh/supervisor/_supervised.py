@@ -1,6 +1,6 @@
-"""Processes under supervision: a service instance, the embedded etcd or the control
-plane, started again with backoff (see `_restart`) whenever it dies without the
-supervisor having stopped it.
+"""Processes under supervision: a service instance, the embedded etcd, the event
+broker or the control plane, started again with backoff (see `_restart`) whenever it
+dies without the supervisor having stopped it.
 
 Each object owns one task that watches its process (`supervise()` starts it,
 `unsupervise()` ends it): a process is treated as crashed only while that task runs,
@@ -242,7 +242,7 @@ class SupervisedInstance:
 
 class Server(Protocol):
     """A mesh server process the supervisor restarts in place: the embedded etcd, the
-    control plane."""
+    event broker, the control plane."""
 
     log_path: Path
 
@@ -262,8 +262,8 @@ class Server(Protocol):
 
 
 class SupervisedServer:
-    """A server process (the embedded etcd, or the control plane, as `name` says),
-    restarted on its ports (and data dir) when it dies. `state` is STARTING, RUNNING,
+    """A server process (the embedded etcd, the broker or the control plane, as `name`
+    says), restarted on its ports (and data dir) when it dies. `state` is STARTING, RUNNING,
     or RESTARTING / CRASHLOOP while it waits out a backoff."""
 
     def __init__(

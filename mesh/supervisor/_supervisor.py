@@ -1,8 +1,8 @@
-"""The process supervisor behind `meshctl up`: etcd, the control plane (with sidecars)
-and every service instance, started, watched until ready, kept running, and stopped
-together. (Each instance runs its own sidecar, as a pod does: see mesh.server.)
+"""The process supervisor behind `meshctl up`: etcd, the event broker, the control
+plane (with sidecars) and every service instance, started, watched until ready, kept
+running, and stopped together. (Each instance runs its own sidecar, as a pod does: see mesh.server.)
 
-Once the mesh is up, a process that dies (an instance, or the embedded etcd) is started
+Once the mesh is up, a process that dies (an instance, the embedded etcd or broker) is started
 again with exponential backoff, as Kubernetes restarts a crashed container (see
 `_restart` for the delays and `_supervised` for who owns each process). state.json is
 rewritten on every change. A control socket (see `_control`) takes meshctl's requests
@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 
 from mesh.config import MeshConfig
-from mesh.errors import MeshError, RegistryUnavailable
+from mesh.errors import ConfigError, MeshError, RegistryUnavailable
 from mesh.identity import ensure_certificates
 from mesh.process import relative_path
 from mesh.registry import EtcdClient, authz_key, encode_authz, traffic_key
@@ -36,6 +36,7 @@ from mesh.supervisor._controlplane import ControlPlaneServer
 from mesh.supervisor._etcd_server import EtcdServer
 from mesh.supervisor._health import check_health
 from mesh.supervisor._instance import InstanceProcess
+from mesh.supervisor._nats_server import NatsServer
 from mesh.supervisor._restart import RestartPolicy
 from mesh.supervisor._supervised import (
     SERVING,
@@ -85,6 +86,7 @@ class Supervisor:
         self._policy = policy or RestartPolicy()
         self._etcd: SupervisedServer | None = None
         self._controlplane: SupervisedServer | None = None
+        self._events: SupervisedServer | None = None
         self.instances: list[SupervisedInstance] = []
         self._surges: dict[str, InstanceProcess] = {}  # stand-ins during a rolling restart
         self._registry: EtcdClient | None = None
@@ -95,9 +97,11 @@ class Supervisor:
         self._saving = False  # from the first whole picture (every instance spawned) on
         self._stopping = False
         self.etcd_endpoint = config.etcd.endpoint
+        self.events_endpoint = config.events.endpoint
 
     async def start(self, timeout: float = 60.0) -> None:
-        """Certificates, etcd, then every instance; returns once all serve, and from then
+        """Certificates, etcd, the event broker, the control plane (with sidecars), then
+        every instance; returns once all serve, and from then
         on restarts what dies. On failure, everything started so far is stopped before
         the error is raised."""
         previous = read_state(self.config.state_dir)
@@ -111,6 +115,7 @@ class Supervisor:
         try:
             self._certificates()
             await self._start_etcd()
+            await self._start_events()
             self._registry = EtcdClient(self.etcd_endpoint)
             await self._declare_policy(self._registry)
             if self.config.dataplane == "sidecar":
@@ -157,6 +162,30 @@ class Supervisor:
         started = time.monotonic()
         await self._etcd.start()
         self._report(f"etcd          {server.endpoint} ({time.monotonic() - started:.1f}s)")
+
+    async def _start_events(self) -> None:
+        broker = self.config.events.broker
+        if self.events_endpoint:
+            self._report(f"events        {broker} {self.events_endpoint} (external)")
+            return
+        if broker != "nats":
+            raise ConfigError(
+                "events.broker",
+                f"{broker}: meshctl up embeds nats only; set events.endpoint to a broker",
+            )
+        server = NatsServer(
+            self.config.state_dir / "nats",
+            host=self.config.host,
+            port=self.config.events.port,
+            log_path=self.config.state_dir / "logs" / "nats.log",
+        )
+        self.events_endpoint = server.endpoint
+        self._events = SupervisedServer(
+            server, name="nats", report=self._report, changed=self._save, policy=self._policy
+        )
+        started = time.monotonic()
+        await self._events.start()
+        self._report(f"events        nats {server.endpoint} ({time.monotonic() - started:.1f}s)")
 
     async def _declare_policy(self, etcd: EtcdClient) -> None:
         """The live authz table and weights start as mesh.yaml declares them (etcd may
@@ -226,6 +255,8 @@ class Supervisor:
     def _supervise_all(self, etcd: EtcdClient) -> None:
         if self._etcd is not None:
             self._etcd.supervise()
+        if self._events is not None:
+            self._events.supervise()
         if self._controlplane is not None:
             self._controlplane.supervise()
         for instance in self.instances:
@@ -239,7 +270,7 @@ class Supervisor:
             instance_record(p, state=SERVING if p.endpoint else STARTING)
             for p in self._surges.values()
         )
-        etcd, controlplane = self._etcd, self._controlplane
+        etcd, controlplane, events = self._etcd, self._controlplane, self._events
         state = MeshState(
             supervisor_pid=os.getpid(),
             etcd_endpoint=self.etcd_endpoint,
@@ -253,6 +284,10 @@ class Supervisor:
             controlplane_pid=controlplane.pid if controlplane else None,
             controlplane_state=controlplane.state if controlplane else "",
             controlplane_restarts=controlplane.restarts if controlplane else 0,
+            events_endpoint=self.events_endpoint,
+            events_pid=events.pid if events else None,
+            events_state=events.state if events else "",
+            events_restarts=events.restarts if events else 0,
         )
         write_state(self.config.state_dir, state)
 
@@ -353,7 +388,8 @@ class Supervisor:
     # -- stop -------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        """Stop every instance (gracefully, in parallel), then etcd; forget the state.
+        """Stop every instance (gracefully, in parallel), then the control plane, the
+        event broker, and etcd last; forget the state.
         Nothing is restarted from here on, and a rolling restart in progress ends."""
         if self._control is not None:
             await self._control.aclose()  # cancels a rolling restart, which stops its stand-in
@@ -371,6 +407,9 @@ class Supervisor:
         if self._controlplane is not None:
             await self._controlplane.stop()
             self._controlplane = None
+        if self._events is not None:
+            await self._events.stop()
+            self._events = None
         if self._etcd is not None:
             await self._etcd.stop()
             self._etcd = None

@@ -41,11 +41,11 @@ class Workspace:
 
     def pids(self) -> list[int]:
         """Every process the running mesh recorded: supervisor, etcd, control plane,
-        instances (each instance's sidecar dies with it)."""
+        event broker, instances (each instance's sidecar dies with it)."""
         state = read_state(self.root / ".mesh")
         if state is None:
             return []
-        servers = [pid for pid in (state.etcd_pid, state.controlplane_pid) if pid]
+        servers = [pid for pid in (state.etcd_pid, state.controlplane_pid, state.events_pid) if pid]
         return [state.supervisor_pid, *servers,
                 *(i.pid for i in state.instances if i.pid is not None)]  # fmt: skip
 
@@ -103,6 +103,7 @@ def make_workspace(
     document["etcd"].update(client_port=0, prefix="/e2e", lease_ttl=2)
     document["server"] = {"drain_delay": 0.3, "grace_period": 5.0}
     document["controlplane"] = {"port": 0}
+    document["events"] = {"port": 0}
     for name, spec in document["services"].items():
         spec.update(port=0, metrics_port=0, envoy_admin_port=0, **service_overrides.get(name, {}))
         if "http_port" in spec.get("settings", {}):

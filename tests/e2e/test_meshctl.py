@@ -55,11 +55,11 @@ def test_status_json_lists_every_instance_serving(running: Workspace) -> None:
     assert {row["url"] for row in rows if row["service"] != "edge"} == {""}
 
 
-def test_status_table_shows_every_instance_and_etcd(running: Workspace) -> None:
+def test_status_table_shows_every_instance_etcd_and_the_broker(running: Workspace) -> None:
     result = running.meshctl("status")
     assert result.returncode == 0, result.stderr
     table, servers = result.stdout.strip().split("\n\n")
-    etcd, controlplane = servers.splitlines()
+    etcd, controlplane, events = servers.splitlines()
     lines = table.splitlines()
     assert lines[0].split() == [
         "SERVICE", "ID", "ADDRESS", "VERSION", "HEALTH", "METRICS", "PID", "RESTARTS",
@@ -74,6 +74,12 @@ def test_status_table_shows_every_instance_and_etcd(running: Workspace) -> None:
     assert controlplane == (
         f"control plane {state.controlplane}: RUNNING, pid {state.controlplane_pid}, restarts 0"
     )
+    assert (
+        events
+        == f"events nats {state.events_endpoint}: RUNNING, pid {state.events_pid}, restarts 0"
+    )
+    assert state.events_endpoint.startswith("127.0.0.1:")
+    assert alive(state.events_pid or 0)
     assert all(line.split()[8].startswith("http://127.0.0.1:") for line in lines[1:])
     urls = {line.split()[0]: line.split()[9] for line in lines[1:]}
     assert urls.pop("edge").startswith("http://127.0.0.1:")
@@ -127,7 +133,7 @@ def test_down_stops_every_process_and_is_idempotent(
 ) -> None:
     workspace = make_workspace(tmp_path)
     with workspace.detached_up() as pids:
-        assert len(pids) == 10  # supervisor, etcd, control plane, seven instances
+        assert len(pids) == 11  # supervisor, etcd, control plane, broker, seven instances
 
         result = workspace.meshctl("down")
         assert result.returncode == 0, result.stderr
@@ -162,7 +168,9 @@ def test_foreground_up_reports_a_restart_and_stops_everything_on_ctrl_c(
     with workspace.foreground_up() as process:
         _read_until(process, output, "Running.")
         pids = workspace.pids()
-        assert len(pids) == 10, "".join(output)  # supervisor, etcd, control plane, 7 instances
+        assert len(pids) == 11, "".join(
+            output
+        )  # supervisor, etcd, control plane, broker, 7 instances
         assert any("grpcurl -cacert" in line for line in output)
         state = read_state(tmp_path / ".mesh")
         assert state is not None
@@ -279,7 +287,9 @@ def test_ctrl_c_while_starting_stops_what_was_started(
             assert time.monotonic() < deadline, "meshctl up never spawned its instances"
             time.sleep(0.05)
         pids = workspace.pids()
-        assert len(pids) == 9  # supervisor, control plane, seven instances; etcd is external here
+        assert (
+            len(pids) == 10
+        )  # supervisor, control plane, broker, 7 instances; etcd is external here
 
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=20)

