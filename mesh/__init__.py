@@ -2,7 +2,8 @@
 
 Modules, lowest first; each imports only from its own layer and those before it
 (tests/unit/mesh/test_layers.py checks this):
-errors, inbound, backoff, tasks, codegen -> problems, config, state, storage ->
-identity, authz -> registry -> telemetry -> client -> server -> supervisor -> cli.
+errors, inbound, backoff, tasks, codegen, process -> problems, config, state, storage ->
+identity, authz -> registry -> events -> envoy -> telemetry -> client -> xds -> server ->
+supervisor -> cli.
 Nothing here imports services/ or gateway/.
 """
