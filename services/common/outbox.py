@@ -1,0 +1,205 @@
+"""The transactional outbox, and its mirror, the inbox: events that leave a service
+exactly when its state changes, and consumers whose effects happen once per event.
+
+A state change and the events it causes are written in one SQLite transaction: the
+change's own statements, then `record(db, topic, event)` on the same connection. So
+an event exists if and only if its change committed; a crash or a broker outage loses
+neither. `OutboxRelay` then publishes the outbox in commit order and marks what the
+broker stored. It stops at the first event the broker refuses and starts again from
+it, so the events of a stream are published in order, and it republishes what it
+could not mark: delivery is at least once, and the broker drops a republished event
+id within its dedupe window (mesh.events).
+
+A consumer that must not apply an event twice uses `Inbox.handle`: its effect and the
+record of the event id are written in one transaction, so a redelivered event changes
+nothing.
+
+Instances of a service share its database; each may run a relay. A relay claims the
+outbox with a lease row, so one publishes at a time (two relays publishing the same
+rows concurrently could interleave a stream's events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+
+from mesh.backoff import Backoff
+from mesh.events import BrokerUnavailable, Event, EventBus
+from mesh.storage import Database
+
+__all__ = ["OUTBOX_SCHEMA", "Inbox", "OutboxRelay", "record"]
+
+log = logging.getLogger("services.outbox")
+
+OUTBOX_SCHEMA: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS outbox (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        topic TEXT NOT NULL,
+        stream TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        data BLOB NOT NULL,
+        occurred_at REAL NOT NULL,
+        published_at REAL
+    )""",
+    "CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (position) WHERE published_at IS NULL",
+    """CREATE TABLE IF NOT EXISTS outbox_lease (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        holder TEXT NOT NULL,
+        until REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS inbox (
+        consumer TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        handled_at REAL NOT NULL,
+        PRIMARY KEY (consumer, event_id)
+    )""",
+)
+"""Add these to the service's own schema (mesh.storage.Database's `schema`)."""
+
+_BATCH = 100
+_LEASE = 5.0  # seconds a relay holds the outbox without renewing
+
+
+def record(db: sqlite3.Connection, topic: str, event: Event) -> None:
+    """Add `event` to the outbox, inside the caller's write transaction (`db` is the
+    connection of `Database.write()`), so it commits or rolls back with the change."""
+    db.execute(
+        "INSERT INTO outbox (event_id, topic, stream, version, type, data, occurred_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (event.id, topic, event.stream, event.version, event.type, event.data, event.occurred_at),
+    )
+
+
+class OutboxRelay:
+    """Publishes a database's outbox to the bus, in commit order, until cancelled.
+
+    `notify()` after a commit wakes it at once; otherwise it looks every `poll` s
+    (which also picks up what another instance committed)."""
+
+    def __init__(
+        self,
+        db: Database,
+        bus: EventBus,
+        *,
+        poll: float = 0.2,
+        clock: Callable[[], float] = time.time,
+        holder: str | None = None,
+    ) -> None:
+        self._db = db
+        self._bus = bus
+        self._poll = poll
+        self._clock = clock
+        self._holder = holder or f"{os.getpid()}-{id(self):x}"
+        self._wake = asyncio.Event()
+        self._backoff = Backoff(initial=0.1, maximum=5.0)
+        self.published = 0
+        """Events this relay has published (republished ones included)."""
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                sent = await self.publish_pending()
+            except BrokerUnavailable as error:
+                failures += 1
+                delay = self._backoff.delay(failures - 1)
+                log.warning("broker unavailable, retrying in %.1fs: %s", delay, error)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            if sent == 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
+                except TimeoutError:
+                    pass
+
+    async def publish_pending(self) -> int:
+        """Publish one batch of what is unpublished, in order; the count published (0 if
+        there is none, or another instance's relay holds the outbox).
+
+        Raises:
+            BrokerUnavailable: the broker refused an event; those before it are marked.
+        """
+        if not await asyncio.to_thread(self._claim):
+            return 0
+        rows = self._db.query(
+            "SELECT position, event_id, topic, stream, version, type, data, occurred_at"
+            " FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT ?",
+            (_BATCH,),
+        )
+        done: list[int] = []
+        try:
+            for position, event_id, topic, stream, version, kind, data, occurred_at in rows:
+                event = Event(
+                    id=event_id,
+                    stream=stream,
+                    type=kind,
+                    data=bytes(data),
+                    occurred_at=occurred_at,
+                    version=version,
+                )
+                await self._bus.publish(topic, event)
+                done.append(position)
+                self.published += 1
+        finally:
+            if done:
+                await asyncio.to_thread(self._mark, done)
+        return len(done)
+
+    def _claim(self) -> bool:
+        now = self._clock()
+        with self._db.write() as db:
+            row = db.execute("SELECT holder, until FROM outbox_lease WHERE id = 1").fetchone()
+            if row is not None and row[0] != self._holder and row[1] > now:
+                return False
+            db.execute(
+                "INSERT INTO outbox_lease (id, holder, until) VALUES (1, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, until = excluded.until",
+                (self._holder, now + _LEASE),
+            )
+        return True
+
+    def _mark(self, positions: Sequence[int]) -> None:
+        now = self._clock()
+        with self._db.write() as db:
+            db.executemany(
+                "UPDATE outbox SET published_at = ? WHERE position = ?",
+                [(now, position) for position in positions],
+            )
+
+
+class Inbox:
+    """Exactly-once effects for one consumer over at-least-once delivery."""
+
+    def __init__(self, db: Database, consumer: str, *, clock: Callable[[], float] = time.time):
+        self._db = db
+        self._consumer = consumer
+        self._clock = clock
+
+    def handle(self, event: Event, apply: Callable[[sqlite3.Connection, Event], None]) -> bool:
+        """Run `apply(db, event)` and record the event in one transaction, unless it was
+        handled before; True if it ran. (Blocking: call it through asyncio.to_thread.)"""
+        with self._db.write() as db:
+            seen = db.execute(
+                "SELECT 1 FROM inbox WHERE consumer = ? AND event_id = ?",
+                (self._consumer, event.id),
+            ).fetchone()
+            if seen is not None:
+                return False
+            apply(db, event)
+            db.execute(
+                "INSERT INTO inbox (consumer, event_id, handled_at) VALUES (?, ?, ?)",
+                (self._consumer, event.id, self._clock()),
+            )
+        return True
