@@ -52,6 +52,7 @@ from mesh.config import (
     validate_settings,
 )
 from mesh.errors import MeshError
+from mesh.events import EventBus, event_bus
 from mesh.identity import IdentityFiles, server_credentials
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, LivePolicy, Registration
 from mesh.server._caller import CallerOf
@@ -92,6 +93,8 @@ class InstanceSettings:
     """The service's own settings (`services.<name>.settings`), an instance of the
     model its `__main__` gave `run_service`."""
     otlp_endpoint: str | None = None
+    events_endpoint: str | None = None
+    """The event broker (`--events`); None: mesh.yaml's, else the one `meshctl up` runs."""
     envoy_admin_port: int = 0
     """Its sidecar's admin port (0: any free port)."""
 
@@ -123,6 +126,7 @@ class Runtime:
         """Registered with the instance (say, the URL of a listener of the service's
         own); `meshctl status` shows some keys (`url`)."""
         self._cleanups: list[Cleanup] = []
+        self._bus: EventBus | None = None
 
     @property
     def data_dir(self) -> Path:
@@ -141,6 +145,18 @@ class Runtime:
         handlers are guarded (authz, metrics, deadlines, errors, tracing) as it is added."""
         adder(servicer, self._registrar)
         self.service_names.append(descriptor.full_name)
+
+    async def event_bus(self) -> EventBus:
+        """The mesh's event bus, connected on first use and closed with the instance.
+
+        Raises:
+            BrokerUnavailable: no broker is known, or it does not answer.
+        """
+        if self._bus is None:
+            config = self.settings.config
+            self._bus = await event_bus(config, endpoint=self.settings.events_endpoint)
+            self.on_close(self._bus.aclose)
+        return self._bus
 
     def on_close(self, cleanup: Cleanup) -> None:
         """Run `cleanup` after the server has stopped, in reverse order of registration."""
@@ -360,6 +376,10 @@ def _parse(service: str, argv: Sequence[str]) -> argparse.Namespace:
         "--version", dest="version", help="version to register (default: from mesh.yaml)"
     )
     parser.add_argument(
+        "--events",
+        help="the event broker's host:port (default: mesh.yaml, else the one meshctl started)",
+    )
+    parser.add_argument(
         "--settings-schema",
         action="store_true",
         help="print the JSON Schema of the service's settings in mesh.yaml and exit",
@@ -410,6 +430,7 @@ def run_service(
             version=args.version or spec.version,
             service_settings=service_settings,
             otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            events_endpoint=args.events,
         )
     except MeshError as error:
         log.error("cannot start: %s", error)

@@ -65,11 +65,13 @@ class InstanceProcess:
         metrics_port: int = 0,
         envoy_admin_port: int = 0,
         version: str | None = None,
+        events_endpoint: str | None = None,
     ) -> None:
         self.config = config
         self.spec = spec
         self.instance_id = instance_id
         self.etcd_endpoint = etcd_endpoint
+        self.events_endpoint = events_endpoint
         self.port = port
         self.metrics_port = metrics_port
         self.envoy_admin_port = envoy_admin_port
@@ -106,6 +108,7 @@ class InstanceProcess:
             "--envoy-admin-port", str(self.envoy_admin_port),
             "--etcd", self.etcd_endpoint,
             "--version", self.version,
+            *(("--events", self.events_endpoint) if self.events_endpoint else ()),
         ]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._process = await asyncio.create_subprocess_exec(

@@ -94,6 +94,7 @@ class SupervisedInstance:
         metrics_port: int,
         envoy_admin_port: int = 0,
         version: str | None = None,
+        events_endpoint: str | None = None,
         report: Report,
         changed: Changed,
         policy: RestartPolicy | None = None,
@@ -107,6 +108,7 @@ class SupervisedInstance:
         self._metrics_port = metrics_port
         self._envoy_admin_port = envoy_admin_port
         self._version = version
+        self._events_endpoint = events_endpoint
         self._report = report
         self._changed = changed
         self._tracker = CrashTracker(policy or RestartPolicy(), clock)
@@ -125,6 +127,7 @@ class SupervisedInstance:
             metrics_port=self._metrics_port,
             envoy_admin_port=self._envoy_admin_port,
             version=self._version,
+            events_endpoint=self._events_endpoint,
         )
 
     def record(self) -> InstanceRecord:

@@ -227,6 +227,7 @@ class Supervisor:
                     metrics_port=spec.metrics_port + index if spec.metrics_port else 0,
                     envoy_admin_port=spec.envoy_admin_port + index if spec.envoy_admin_port else 0,
                     version=version,
+                    events_endpoint=self.events_endpoint or None,
                     report=self._report,
                     changed=self._save,
                     policy=self._policy,
@@ -361,6 +362,7 @@ class Supervisor:
             f"{member.instance_id}-surge",
             self.etcd_endpoint,
             version=member.process.version,
+            events_endpoint=self.events_endpoint or None,
         )
         self._surges[surge.instance_id] = surge
         try:
