@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.type import money_pb2 as google_dot_type_dot_money__pb2
+from shop.shipping.v1 import shipping_pb2 as shop_dot_shipping_dot_v1_dot_shipping__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shop/order/v1/order.proto\x12\rshop.order.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\"Y\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12&\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"\xd7\x01\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12!\n\x05total\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x06status\x18\x05 \x01(\x0e\x32\x1a.shop.order.v1.OrderStatus\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"e\n\x11PlaceOrderRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12\x12\n\nrequest_id\x18\x03 \x01(\t\"9\n\x12PlaceOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"9\n\x12WatchOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"O\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*G\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x01\x32\xce\x03\n\x0cOrderService\x12h\n\nPlaceOrder\x12 .shop.order.v1.PlaceOrderRequest\x1a!.shop.order.v1.PlaceOrderResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*\x12m\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\" \x90\x02\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12{\n\nWatchOrder\x12 .shop.order.v1.WatchOrderRequest\x1a!.shop.order.v1.WatchOrderResponse\"&\x90\x02\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/orders/{order_id}:watch0\x01\x12h\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/ordersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19shop/order/v1/order.proto\x12\rshop.order.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/type/money.proto\x1a\x1fshop/shipping/v1/shipping.proto\"\x9a\x01\n\x08SagaStep\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x06status\x18\x02 \x01(\x0e\x32\x1d.shop.order.v1.SagaStepStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\x12/\n\x0bupdate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\x05\"Y\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12&\n\nunit_price\x18\x03 \x01(\x0b\x32\x12.google.type.Money\"\xf4\x02\n\x05Order\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12!\n\x05total\x18\x04 \x01(\x0b\x32\x12.google.type.Money\x12*\n\x06status\x18\x05 \x01(\x0e\x32\x1a.shop.order.v1.OrderStatus\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x04saga\x18\x07 \x03(\x0b\x32\x17.shop.order.v1.SagaStep\x12\x12\n\npayment_id\x18\x08 \x01(\t\x12\x13\n\x0bshipment_id\x18\t \x01(\t\x12\x16\n\x0e\x66\x61ilure_reason\x18\n \x01(\t\x12\x33\n\x10shipping_address\x18\x0b \x01(\x0b\x32\x19.shop.shipping.v1.Address\"\x9a\x01\n\x11PlaceOrderRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\'\n\x05items\x18\x02 \x03(\x0b\x32\x18.shop.order.v1.OrderItem\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x33\n\x10shipping_address\x18\x04 \x01(\x0b\x32\x19.shop.shipping.v1.Address\"9\n\x12PlaceOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"7\n\x10GetOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"9\n\x12WatchOrderResponse\x12#\n\x05order\x18\x01 \x01(\x0b\x32\x14.shop.order.v1.Order\"O\n\x11ListOrdersRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"S\n\x12ListOrdersResponse\x12$\n\x06orders\x18\x01 \x03(\x0b\x32\x14.shop.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*}\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16ORDER_STATUS_CONFIRMED\x10\x01\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x02\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x03*\xd4\x01\n\x0eSagaStepStatus\x12 \n\x1cSAGA_STEP_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18SAGA_STEP_STATUS_PENDING\x10\x01\x12\x19\n\x15SAGA_STEP_STATUS_DONE\x10\x02\x12\x1b\n\x17SAGA_STEP_STATUS_FAILED\x10\x03\x12 \n\x1cSAGA_STEP_STATUS_COMPENSATED\x10\x04\x12(\n$SAGA_STEP_STATUS_COMPENSATION_FAILED\x10\x05\x32\xce\x03\n\x0cOrderService\x12h\n\nPlaceOrder\x12 .shop.order.v1.PlaceOrderRequest\x1a!.shop.order.v1.PlaceOrderResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\"\n/v1/orders:\x01*\x12m\n\x08GetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\" \x90\x02\x01\x82\xd3\xe4\x93\x02\x17\x12\x15/v1/orders/{order_id}\x12{\n\nWatchOrder\x12 .shop.order.v1.WatchOrderRequest\x1a!.shop.order.v1.WatchOrderResponse\"&\x90\x02\x01\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/orders/{order_id}:watch0\x01\x12h\n\nListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\"\x15\x90\x02\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/ordersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,28 +43,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORDERSERVICE'].methods_by_name['WatchOrder']._serialized_options = b'\220\002\001\202\323\344\223\002\035\022\033/v1/orders/{order_id}:watch'
   _globals['_ORDERSERVICE'].methods_by_name['ListOrders']._loaded_options = None
   _globals['_ORDERSERVICE'].methods_by_name['ListOrders']._serialized_options = b'\220\002\001\202\323\344\223\002\014\022\n/v1/orders'
-  _globals['_ORDERSTATUS']._serialized_start=961
-  _globals['_ORDERSTATUS']._serialized_end=1032
-  _globals['_ORDERITEM']._serialized_start=132
-  _globals['_ORDERITEM']._serialized_end=221
-  _globals['_ORDER']._serialized_start=224
-  _globals['_ORDER']._serialized_end=439
-  _globals['_PLACEORDERREQUEST']._serialized_start=441
-  _globals['_PLACEORDERREQUEST']._serialized_end=542
-  _globals['_PLACEORDERRESPONSE']._serialized_start=544
-  _globals['_PLACEORDERRESPONSE']._serialized_end=601
-  _globals['_GETORDERREQUEST']._serialized_start=603
-  _globals['_GETORDERREQUEST']._serialized_end=638
-  _globals['_GETORDERRESPONSE']._serialized_start=640
-  _globals['_GETORDERRESPONSE']._serialized_end=695
-  _globals['_WATCHORDERREQUEST']._serialized_start=697
-  _globals['_WATCHORDERREQUEST']._serialized_end=734
-  _globals['_WATCHORDERRESPONSE']._serialized_start=736
-  _globals['_WATCHORDERRESPONSE']._serialized_end=793
-  _globals['_LISTORDERSREQUEST']._serialized_start=795
-  _globals['_LISTORDERSREQUEST']._serialized_end=874
-  _globals['_LISTORDERSRESPONSE']._serialized_start=876
-  _globals['_LISTORDERSRESPONSE']._serialized_end=959
-  _globals['_ORDERSERVICE']._serialized_start=1035
-  _globals['_ORDERSERVICE']._serialized_end=1497
+  _globals['_ORDERSTATUS']._serialized_start=1362
+  _globals['_ORDERSTATUS']._serialized_end=1487
+  _globals['_SAGASTEPSTATUS']._serialized_start=1490
+  _globals['_SAGASTEPSTATUS']._serialized_end=1702
+  _globals['_SAGASTEP']._serialized_start=166
+  _globals['_SAGASTEP']._serialized_end=320
+  _globals['_ORDERITEM']._serialized_start=322
+  _globals['_ORDERITEM']._serialized_end=411
+  _globals['_ORDER']._serialized_start=414
+  _globals['_ORDER']._serialized_end=786
+  _globals['_PLACEORDERREQUEST']._serialized_start=789
+  _globals['_PLACEORDERREQUEST']._serialized_end=943
+  _globals['_PLACEORDERRESPONSE']._serialized_start=945
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1002
+  _globals['_GETORDERREQUEST']._serialized_start=1004
+  _globals['_GETORDERREQUEST']._serialized_end=1039
+  _globals['_GETORDERRESPONSE']._serialized_start=1041
+  _globals['_GETORDERRESPONSE']._serialized_end=1096
+  _globals['_WATCHORDERREQUEST']._serialized_start=1098
+  _globals['_WATCHORDERREQUEST']._serialized_end=1135
+  _globals['_WATCHORDERRESPONSE']._serialized_start=1137
+  _globals['_WATCHORDERRESPONSE']._serialized_end=1194
+  _globals['_LISTORDERSREQUEST']._serialized_start=1196
+  _globals['_LISTORDERSREQUEST']._serialized_end=1275
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1277
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1360
+  _globals['_ORDERSERVICE']._serialized_start=1705
+  _globals['_ORDERSERVICE']._serialized_end=2167
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.type import money_pb2 as _money_pb2
+from shop.shipping.v1 import shipping_pb2 as _shipping_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -16,8 +17,41 @@ class OrderStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ORDER_STATUS_UNSPECIFIED: _ClassVar[OrderStatus]
     ORDER_STATUS_CONFIRMED: _ClassVar[OrderStatus]
+    ORDER_STATUS_PENDING: _ClassVar[OrderStatus]
+    ORDER_STATUS_CANCELLED: _ClassVar[OrderStatus]
+
+class SagaStepStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAGA_STEP_STATUS_UNSPECIFIED: _ClassVar[SagaStepStatus]
+    SAGA_STEP_STATUS_PENDING: _ClassVar[SagaStepStatus]
+    SAGA_STEP_STATUS_DONE: _ClassVar[SagaStepStatus]
+    SAGA_STEP_STATUS_FAILED: _ClassVar[SagaStepStatus]
+    SAGA_STEP_STATUS_COMPENSATED: _ClassVar[SagaStepStatus]
+    SAGA_STEP_STATUS_COMPENSATION_FAILED: _ClassVar[SagaStepStatus]
 ORDER_STATUS_UNSPECIFIED: OrderStatus
 ORDER_STATUS_CONFIRMED: OrderStatus
+ORDER_STATUS_PENDING: OrderStatus
+ORDER_STATUS_CANCELLED: OrderStatus
+SAGA_STEP_STATUS_UNSPECIFIED: SagaStepStatus
+SAGA_STEP_STATUS_PENDING: SagaStepStatus
+SAGA_STEP_STATUS_DONE: SagaStepStatus
+SAGA_STEP_STATUS_FAILED: SagaStepStatus
+SAGA_STEP_STATUS_COMPENSATED: SagaStepStatus
+SAGA_STEP_STATUS_COMPENSATION_FAILED: SagaStepStatus
+
+class SagaStep(_message.Message):
+    __slots__ = ("name", "status", "detail", "update_time", "attempts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    status: SagaStepStatus
+    detail: str
+    update_time: _timestamp_pb2.Timestamp
+    attempts: int
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[_Union[SagaStepStatus, str]] = ..., detail: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class OrderItem(_message.Message):
     __slots__ = ("product_id", "quantity", "unit_price")
@@ -30,30 +64,42 @@ class OrderItem(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price: _Optional[_Union[_money_pb2.Money, _Mapping]] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("order_id", "customer_id", "items", "total", "status", "create_time")
+    __slots__ = ("order_id", "customer_id", "items", "total", "status", "create_time", "saga", "payment_id", "shipment_id", "failure_reason", "shipping_address")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SAGA_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SHIPMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    SHIPPING_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     customer_id: str
     items: _containers.RepeatedCompositeFieldContainer[OrderItem]
     total: _money_pb2.Money
     status: OrderStatus
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[OrderItem, _Mapping]]] = ..., total: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    saga: _containers.RepeatedCompositeFieldContainer[SagaStep]
+    payment_id: str
+    shipment_id: str
+    failure_reason: str
+    shipping_address: _shipping_pb2.Address
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[OrderItem, _Mapping]]] = ..., total: _Optional[_Union[_money_pb2.Money, _Mapping]] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., saga: _Optional[_Iterable[_Union[SagaStep, _Mapping]]] = ..., payment_id: _Optional[str] = ..., shipment_id: _Optional[str] = ..., failure_reason: _Optional[str] = ..., shipping_address: _Optional[_Union[_shipping_pb2.Address, _Mapping]] = ...) -> None: ...
 
 class PlaceOrderRequest(_message.Message):
-    __slots__ = ("customer_id", "items", "request_id")
+    __slots__ = ("customer_id", "items", "request_id", "shipping_address")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SHIPPING_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     items: _containers.RepeatedCompositeFieldContainer[OrderItem]
     request_id: str
-    def __init__(self, customer_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[OrderItem, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    shipping_address: _shipping_pb2.Address
+    def __init__(self, customer_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[OrderItem, _Mapping]]] = ..., request_id: _Optional[str] = ..., shipping_address: _Optional[_Union[_shipping_pb2.Address, _Mapping]] = ...) -> None: ...
 
 class PlaceOrderResponse(_message.Message):
     __slots__ = ("order",)

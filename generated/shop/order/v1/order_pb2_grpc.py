@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class OrderServiceStub:
-    """OrderService takes orders: it prices them from the product service and holds
-    their stock in the inventory service.
+    """OrderService takes orders: it prices them from the product service, then runs
+    each as a saga: it reserves their stock in the inventory service, charges the
+    customer in the payment service and ships them with the shipping service.
     """
 
     def __init__(self, channel):
@@ -59,18 +60,31 @@ class OrderServiceStub:
 
 
 class OrderServiceServicer:
-    """OrderService takes orders: it prices them from the product service and holds
-    their stock in the inventory service.
+    """OrderService takes orders: it prices them from the product service, then runs
+    each as a saga: it reserves their stock in the inventory service, charges the
+    customer in the payment service and ships them with the shipping service.
     """
 
     def PlaceOrder(self, request, context):
-        """PlaceOrder prices the items, reserves their stock and records the order.
+        """PlaceOrder prices the items, records the order PENDING and runs its saga:
+        reserve_stock, charge_payment, create_shipment. When every step succeeds the
+        order is CONFIRMED and returned. When a step fails for a business reason (stock
+        short, payment declined, shipment refused), the completed steps are undone in
+        reverse (cancel the shipment, refund, release the stock), the order is recorded
+        CANCELLED with its steps, and the call fails with that step's status:
+        FAILED_PRECONDITION with its PreconditionViolations (INVALID_ARGUMENT on
+        shipping_address if the carrier refuses the address), plus a ResourceInfo
+        naming the order. When a step's outcome is unknown (a dependency UNAVAILABLE or
+        past its deadline), the order stays PENDING and the service finishes its saga
+        in the background (forward, or undone after repeated failures): the call fails
+        UNAVAILABLE or DEADLINE_EXCEEDED with ErrorInfo reason DEPENDENCY_FAILED and a
+        ResourceInfo naming the order, to follow with GetOrder or WatchOrder.
         INVALID_ARGUMENT for a malformed request (more than 100 items, say) or an
-        unknown product, FAILED_PRECONDITION when stock is short. A request_id is an
-        idempotency key scoped to the customer: repeating the same request with it, even
-        while the first is still in flight, returns the order first placed with it (and
-        holds its stock once); the same key with other items is INVALID_ARGUMENT on
-        request_id.
+        unknown product, before anything is recorded. A request_id is an idempotency
+        key scoped to the customer: repeating the same request with it, even while the
+        first is still in flight, returns the order first placed with it (and runs its
+        saga once); the same key with other items is INVALID_ARGUMENT on request_id.
+        Once an order placed with a key is CANCELLED, the key is free again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,8 +146,9 @@ def add_OrderServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class OrderService:
-    """OrderService takes orders: it prices them from the product service and holds
-    their stock in the inventory service.
+    """OrderService takes orders: it prices them from the product service, then runs
+    each as a saga: it reserves their stock in the inventory service, charges the
+    customer in the payment service and ships them with the shipping service.
     """
 
     @staticmethod
