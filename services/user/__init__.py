@@ -1,0 +1,5 @@
+"""The user service: users' profiles, event-sourced (every change an event in the
+user's stream, a user the replay of their stream), with optimistic concurrency.
+
+Run one instance with `python -m services.user`.
+"""

@@ -1,0 +1,32 @@
+"""Entrypoint: `python -m services.user --config mesh.yaml`."""
+
+from __future__ import annotations
+
+from shop.user.v1 import user_pb2, user_pb2_grpc
+
+from mesh.server import Runtime, run_service
+from services.user.servicer import UserServicer
+from services.user.settings import UserSettings
+from services.user.store import UserStore
+
+__all__ = ["main", "setup"]
+
+
+async def setup(rt: Runtime) -> None:
+    """Open the users' event store (shared by every instance) and serve UserService."""
+    settings: UserSettings = rt.settings.service_settings
+    store = UserStore(rt.data_dir / "user.db", snapshot_every=settings.snapshot_every)
+    rt.on_close(store.close)
+    rt.add_service(
+        user_pb2.DESCRIPTOR.services_by_name["UserService"],
+        UserServicer(store, caller_of=rt.caller_of),
+        user_pb2_grpc.add_UserServiceServicer_to_server,
+    )
+
+
+def main() -> int:
+    return run_service("user", setup, settings=UserSettings)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
