@@ -6,25 +6,38 @@ from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from mesh.server import Runtime, run_service
 from mesh.tasks import cancel_and_wait, start_background
-from services.order.clients import GrpcCatalog, GrpcInventory
+from services.order.clients import GrpcCatalog, GrpcInventory, GrpcPayments, GrpcShipping
+from services.order.resumer import SagaResumer
+from services.order.saga import OrderSaga
 from services.order.servicer import OrderServicer
+from services.order.settings import OrderSettings
 from services.order.store import OrderStore
-from services.order.sweeper import RESERVE_TIMEOUT, HoldSweeper
 
 __all__ = ["main", "setup"]
 
 
 async def setup(rt: Runtime) -> None:
-    """Open the order database and serve OrderService, calling product and inventory
-    through the mesh client; sweep stock holds left behind in the background."""
+    """Open the order database and serve OrderService, pricing with product and running
+    each order's saga against inventory, payment and shipping through the mesh client;
+    resume abandoned sagas in the background, as order's settings in mesh.yaml pace it."""
+    settings: OrderSettings = rt.settings.service_settings
     store = OrderStore(rt.data_dir / "order.db")
     rt.on_close(store.close)
-    inventory = GrpcInventory(rt.client.channel("inventory"), timeout=RESERVE_TIMEOUT)
-    servicer = OrderServicer(
-        store, GrpcCatalog(rt.client.channel("product")), inventory, caller_of=rt.caller_of
+    timeout = settings.saga.step_timeout_seconds
+    saga = OrderSaga(
+        store,
+        GrpcInventory(rt.client.channel("inventory"), timeout=timeout),
+        GrpcPayments(rt.client.channel("payment"), timeout=timeout),
+        GrpcShipping(rt.client.channel("shipping"), timeout=timeout),
+        policy=settings.saga.policy(),
     )
-    sweeping = start_background(HoldSweeper(store, inventory).run(), "stock hold sweeper")
-    rt.on_close(lambda: cancel_and_wait(sweeping))  # before the store closes
+    servicer = OrderServicer(
+        store, GrpcCatalog(rt.client.channel("product")), saga, caller_of=rt.caller_of
+    )
+    resuming = start_background(
+        SagaResumer(store, saga).run(settings.saga.resume_interval_seconds), "saga resumer"
+    )
+    rt.on_close(lambda: cancel_and_wait(resuming))  # before the store closes
     rt.add_service(
         order_pb2.DESCRIPTOR.services_by_name["OrderService"],
         servicer,
@@ -33,7 +46,7 @@ async def setup(rt: Runtime) -> None:
 
 
 def main() -> int:
-    return run_service("order", setup)
+    return run_service("order", setup, settings=OrderSettings)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,24 @@
-"""Orders in SQLite, `<data_dir>/order.db`.
+"""Orders and their sagas in SQLite, `<data_dir>/order.db`.
 
 Several instances share the file through a `mesh.storage.Database`, each write one
 short write transaction.
 
-Request keys: a caller's idempotency key (customer_id, request_id) is claimed with the
-hold, in one transaction, before any stock is reserved: only one PlaceOrder can claim a
-key, and a concurrent duplicate sees it claimed (with the fingerprint of the request
-that claimed it) and waits for that order instead of reserving stock of its own. The
-claim goes when its hold goes; a stored order then keeps the key (a unique index on
-(customer_id, request_id)), and an attempt that ended without an order frees it.
+An order is written PENDING, with its priced items and its saga's steps, before the
+saga's first step; each step's outcome (and the order's, at the end) is then written as
+it happens, one transaction per transition (`advance`). A PENDING order therefore says
+that stock, a payment or a shipment may exist for it, and what is known of each.
 
-Holds: before PlaceOrder asks inventory to reserve stock, it records a hold for the new
-order id; storing the order removes it in the same transaction. A hold that outlives
-its PlaceOrder (the release failed, the reservation timed out with an unknown outcome,
-or the process died) is stock that may be held for no order, and the sweeper gives it
-back (services.order.sweeper). An order is stored only while its hold is there and
-unclaimed; claiming a hold for release and storing its order are write transactions,
-so whichever commits first wins and the other sees it.
+Leases: whoever drives a saga (the PlaceOrder that began it, or an instance's resumer)
+holds its lease, `lease_owner` until `lease_until_ns`. Every transition is written only
+while the writer still owns the lease, and renews it; a PENDING order whose lease has
+expired is abandoned (its driver died, or gave up on a step for a while) and may be
+claimed by a resumer (`claim_expired`), in one transaction, so only one driver at a time
+moves a saga on.
+
+Request keys: a caller's idempotency key (customer_id, request_id) belongs to the order
+placed with it, PENDING or CONFIRMED (a unique partial index); a CANCELLED order frees
+it, so a retry after a failure may try again. A concurrent duplicate finds the key taken
+(with the items it was taken for) and waits for that order.
 
 Reads are quick and never wait for a writer: call them on the event loop. Writes may
 wait for another instance's write lock: call them through `asyncio.to_thread`.
@@ -28,11 +30,24 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mesh.storage import Database
-from services.order.domain import Money, Order, OrderItem, OrderStatus, request_fingerprint
+from services.order.domain import (
+    Address,
+    Money,
+    Order,
+    OrderItem,
+    OrderStatus,
+    SagaStep,
+    StepStatus,
+    request_fingerprint,
+)
 
-__all__ = ["HoldClaimed", "KeyUse", "OrderStore", "RequestKey"]
+__all__ = ["KeyUse", "LeaseLost", "OrderStore", "RequestKey"]
+
+_PENDING = OrderStatus.PENDING.value
+_CANCELLED = OrderStatus.CANCELLED.value
 
 _SCHEMA = (
     # `seq` orders the orders: a later insert gets a larger one, so newest first is seq DESC.
@@ -49,28 +64,10 @@ _SCHEMA = (
         create_time_ns INTEGER NOT NULL
     )
     """,
-    """
-    CREATE UNIQUE INDEX IF NOT EXISTS orders_by_request
-        ON orders (customer_id, request_id) WHERE request_id <> ''
-    """,
+    # Before the saga, a key stayed with its order whatever happened; now a CANCELLED
+    # order frees it.
+    "DROP INDEX IF EXISTS orders_by_request",
     "CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer_id, seq)",
-    """
-    CREATE TABLE IF NOT EXISTS holds (
-        order_id       TEXT PRIMARY KEY,
-        create_time_ns INTEGER NOT NULL,
-        claimed        INTEGER NOT NULL DEFAULT 0
-    )
-    """,
-    # A request key claimed by the PlaceOrder holding `order_id`: gone with its hold.
-    """
-    CREATE TABLE IF NOT EXISTS request_claims (
-        customer_id TEXT NOT NULL,
-        request_id  TEXT NOT NULL,
-        fingerprint TEXT NOT NULL,
-        order_id    TEXT NOT NULL UNIQUE REFERENCES holds (order_id),
-        PRIMARY KEY (customer_id, request_id)
-    )
-    """,
     """
     CREATE TABLE IF NOT EXISTS order_items (
         order_id      TEXT NOT NULL REFERENCES orders (order_id),
@@ -83,16 +80,56 @@ _SCHEMA = (
         PRIMARY KEY (order_id, position)
     )
     """,
+    """
+    CREATE TABLE IF NOT EXISTS saga_steps (
+        order_id       TEXT NOT NULL REFERENCES orders (order_id),
+        position       INTEGER NOT NULL,
+        name           TEXT NOT NULL,
+        status         INTEGER NOT NULL,
+        detail         TEXT NOT NULL,
+        attempts       INTEGER NOT NULL,
+        undo_attempts  INTEGER NOT NULL,
+        update_time_ns INTEGER NOT NULL,
+        PRIMARY KEY (order_id, position)
+    )
+    """,
+)
+
+# Columns the saga added to `orders`, added to a database made before it (with these
+# defaults: an old order has no address, no saga and no lease).
+_ADDED_COLUMNS = (
+    ("address_name", "TEXT NOT NULL DEFAULT ''"),
+    ("address_street", "TEXT NOT NULL DEFAULT ''"),
+    ("address_city", "TEXT NOT NULL DEFAULT ''"),
+    ("address_postal_code", "TEXT NOT NULL DEFAULT ''"),
+    ("address_country", "TEXT NOT NULL DEFAULT ''"),
+    ("payment_id", "TEXT NOT NULL DEFAULT ''"),
+    ("shipment_id", "TEXT NOT NULL DEFAULT ''"),
+    ("failure_reason", "TEXT NOT NULL DEFAULT ''"),
+    ("lease_owner", "TEXT NOT NULL DEFAULT ''"),
+    ("lease_until_ns", "INTEGER NOT NULL DEFAULT 0"),
+)
+_INDEXES = (
+    f"""
+    CREATE UNIQUE INDEX IF NOT EXISTS orders_by_live_request
+        ON orders (customer_id, request_id) WHERE request_id <> '' AND status <> {_CANCELLED}
+    """,
+    f"""
+    CREATE INDEX IF NOT EXISTS orders_pending
+        ON orders (lease_until_ns) WHERE status = {_PENDING}
+    """,
 )
 
 _ORDER_COLUMNS = (
     "seq, order_id, customer_id, request_id, status, currency_code, total_units, total_nanos,"
-    " create_time_ns"
+    " create_time_ns, address_name, address_street, address_city, address_postal_code,"
+    " address_country, payment_id, shipment_id, failure_reason"
 )
+_UPDATABLE = frozenset({"status", "payment_id", "shipment_id", "failure_reason"})
 
 
-class HoldClaimed(Exception):
-    """The order's hold was claimed for release before the order could be stored."""
+class LeaseLost(Exception):
+    """The saga's lease is no longer the writer's: another driver claimed it."""
 
 
 @dataclass(frozen=True)
@@ -108,104 +145,146 @@ class RequestKey:
 @dataclass(frozen=True)
 class KeyUse:
     """What a request key stands for: the request it was used for (`fingerprint`), and
-    its order, or None while the PlaceOrder that claimed it is still running."""
+    the order placed with it (PENDING while its saga runs)."""
 
     fingerprint: str
-    order: Order | None
+    order: Order
 
 
 class OrderStore:
-    """Orders by id, by request id and newest first. Open with `OrderStore(path)`; the
-    schema is created if missing."""
+    """Orders by id, by request id and newest first, with their sagas. Open with
+    `OrderStore(path)`; the schema is created (or brought up to date) if needed."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Database(path, _SCHEMA)
+        with self._db.write() as db:
+            present = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
+            for column, kind in _ADDED_COLUMNS:
+                if column not in present:
+                    db.execute(f"ALTER TABLE orders ADD COLUMN {column} {kind}")
+            for statement in _INDEXES:
+                db.execute(statement)
 
     def close(self) -> None:
         self._db.close()
 
-    def hold(self, order_id: str, create_time_ns: int, key: RequestKey | None = None) -> bool:
-        """Record that stock may soon be held for `order_id`, not stored yet, and claim
-        `key` for it. Returns False, recording nothing, if `key` is taken: by a stored
-        order or by a PlaceOrder still running (see `key_use`)."""
+    def begin(self, order: Order, *, owner: str, lease_until_ns: int) -> bool:
+        """Record a new PENDING order with its items and saga steps, its lease held by
+        `owner`. Returns False, recording nothing, if its request key is taken by an
+        order that is not CANCELLED (see `key_use`)."""
         with self._db.write() as db:
-            if key is not None and _key_use(db, key.customer_id, key.request_id) is not None:
+            if order.request_id and _key_use(db, order.customer_id, order.request_id):
                 return False
-            db.execute(
-                "INSERT INTO holds (order_id, create_time_ns) VALUES (?, ?)",
-                (order_id, create_time_ns),
-            )
-            if key is not None:
-                db.execute(
-                    "INSERT INTO request_claims (customer_id, request_id, fingerprint, order_id)"
-                    " VALUES (?, ?, ?, ?)",
-                    (key.customer_id, key.request_id, key.fingerprint, order_id),
-                )
-        return True
-
-    def drop_hold(self, order_id: str) -> None:
-        """Forget the hold of `order_id` and free its request key: its order holds no
-        stock and will not be stored."""
-        with self._db.write() as db:
-            _drop_hold(db, order_id)
-
-    def claim_holds(self, created_before_ns: int) -> list[str]:
-        """Claim, for release, every hold made before `created_before_ns` (claimed
-        ones included: a sweeper may have died); their orders can no longer be stored."""
-        with self._db.write() as db:
-            rows = db.execute(
-                "UPDATE holds SET claimed = 1 WHERE create_time_ns < ? RETURNING order_id",
-                (created_before_ns,),
-            ).fetchall()
-        return sorted(order_id for (order_id,) in rows)
-
-    def add(self, order: Order) -> None:
-        """Store a new order, which must have an unclaimed hold, and drop the hold (its
-        request key, if any, passes to the order).
-
-        Raises:
-            HoldClaimed: the order has no unclaimed hold (the sweeper claimed it, and
-                may have released its stock and dropped it since).
-        """
-        with self._db.write() as db:
-            unclaimed = db.execute(
-                "SELECT 1 FROM holds WHERE order_id = ? AND claimed = 0", (order.order_id,)
-            ).fetchone()
-            if unclaimed is None:
-                raise HoldClaimed(order.order_id)
-            _drop_hold(db, order.order_id)
-            total = order.total
+            total, address = order.total, order.address
+            names = ("", "", "", "", "") if address is None else (
+                address.name, address.street, address.city, address.postal_code,
+                address.country,
+            )  # fmt: skip
             db.execute(
                 "INSERT INTO orders (order_id, customer_id, request_id, status, currency_code,"
-                " total_units, total_nanos, create_time_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " total_units, total_nanos, create_time_ns, address_name, address_street,"
+                " address_city, address_postal_code, address_country, lease_owner,"
+                " lease_until_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    order.order_id,
-                    order.customer_id,
-                    order.request_id,
-                    order.status.value,
-                    total.currency_code,
-                    total.units,
-                    total.nanos,
-                    order.create_time_ns,
+                    order.order_id, order.customer_id, order.request_id, order.status.value,
+                    total.currency_code, total.units, total.nanos, order.create_time_ns,
+                    *names, owner, lease_until_ns,
                 ),
-            )
+            )  # fmt: skip
             db.executemany(
                 "INSERT INTO order_items (order_id, position, product_id, quantity,"
                 " currency_code, units, nanos) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
-                        order.order_id,
-                        position,
-                        item.product_id,
-                        item.quantity,
-                        item.unit_price.currency_code,
-                        item.unit_price.units,
+                        order.order_id, position, item.product_id, item.quantity,
+                        item.unit_price.currency_code, item.unit_price.units,
                         item.unit_price.nanos,
                     )
                     for position, item in enumerate(order.items)
                 ],
+            )  # fmt: skip
+            db.executemany(
+                "INSERT INTO saga_steps (order_id, position, name, status, detail, attempts,"
+                " undo_attempts, update_time_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        order.order_id, position, step.name, step.status.value, step.detail,
+                        step.attempts, step.undo_attempts, step.update_time_ns,
+                    )
+                    for position, step in enumerate(order.saga)
+                ],
+            )  # fmt: skip
+        return True
+
+    def advance(
+        self,
+        order_id: str,
+        *,
+        owner: str,
+        lease_until_ns: int,
+        step: SagaStep | None = None,
+        **changes: Any,
+    ) -> Order:
+        """One transition of a saga, while `owner` holds its lease: write `step` (by
+        its name) and the order's `changes` (status, payment_id, shipment_id,
+        failure_reason), and hold the lease until `lease_until_ns`. Returns the order
+        as written.
+
+        Raises:
+            LeaseLost: `owner` does not hold the lease (another driver claimed it), or
+                the saga is over; nothing is written.
+        """
+        unknown = set(changes) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not an order column to change: {sorted(unknown)}")
+        values = {
+            key: value.value if isinstance(value, OrderStatus) else value
+            for key, value in changes.items()
+        }
+        assignments = "".join(f", {key} = ?" for key in values)
+        with self._db.write() as db:
+            moved = db.execute(
+                f"UPDATE orders SET lease_until_ns = ?{assignments}"
+                " WHERE order_id = ? AND lease_owner = ? AND status = ?",
+                (lease_until_ns, *values.values(), order_id, owner, _PENDING),
             )
+            if moved.rowcount != 1:
+                raise LeaseLost(order_id)
+            if step is not None:
+                db.execute(
+                    "UPDATE saga_steps SET status = ?, detail = ?, attempts = ?,"
+                    " undo_attempts = ?, update_time_ns = ? WHERE order_id = ? AND name = ?",
+                    (
+                        step.status.value, step.detail, step.attempts, step.undo_attempts,
+                        step.update_time_ns, order_id, step.name,
+                    ),
+                )  # fmt: skip
+            order = _find(db, "order_id = ?", (order_id,))
+        assert order is not None
+        return order
+
+    def claim_expired(
+        self, now_ns: int, *, owner: str, lease_until_ns: int, limit: int
+    ) -> list[str]:
+        """Claim, for `owner`, up to `limit` PENDING sagas whose lease expired before
+        `now_ns`, oldest lease first; returns their order ids."""
+        with self._db.write() as db:
+            rows = db.execute(
+                "UPDATE orders SET lease_owner = ?, lease_until_ns = ? WHERE order_id IN"
+                " (SELECT order_id FROM orders WHERE status = ? AND lease_until_ns < ?"
+                "  ORDER BY lease_until_ns LIMIT ?) RETURNING order_id",
+                (owner, lease_until_ns, _PENDING, now_ns, limit),
+            ).fetchall()
+        return sorted(order_id for (order_id,) in rows)
+
+    def lease(self, order_id: str) -> tuple[str, int] | None:
+        """Who holds the lease of a PENDING saga, and until when; None if it is over."""
+        rows = self._db.query(
+            "SELECT lease_owner, lease_until_ns FROM orders WHERE order_id = ? AND status = ?",
+            (order_id, _PENDING),
+        )
+        return (str(rows[0][0]), int(rows[0][1])) if rows else None
 
     def get(self, order_id: str) -> Order | None:
         """The order with this id, or None."""
@@ -241,23 +320,13 @@ class OrderStore:
         return orders, (rows[limit - 1][0] if more else None)
 
 
-_Row = tuple[int, str, str, str, int, str, int, int, int]
-
-
-def _drop_hold(db: sqlite3.Connection, order_id: str) -> None:
-    db.execute("DELETE FROM request_claims WHERE order_id = ?", (order_id,))
-    db.execute("DELETE FROM holds WHERE order_id = ?", (order_id,))
-
-
 def _key_use(db: sqlite3.Connection, customer_id: str, request_id: str) -> KeyUse | None:
-    order = _find(db, "customer_id = ? AND request_id = ?", (customer_id, request_id))
-    if order is not None:
-        return KeyUse(request_fingerprint(order.items), order)
-    row = db.execute(
-        "SELECT fingerprint FROM request_claims WHERE customer_id = ? AND request_id = ?",
+    order = _find(
+        db,
+        f"customer_id = ? AND request_id = ? AND status <> {_CANCELLED}",
         (customer_id, request_id),
-    ).fetchone()
-    return None if row is None else KeyUse(row[0], None)
+    )
+    return None if order is None else KeyUse(request_fingerprint(order.items), order)
 
 
 def _find(db: sqlite3.Connection, where: str, args: Sequence[object]) -> Order | None:
@@ -265,10 +334,16 @@ def _find(db: sqlite3.Connection, where: str, args: Sequence[object]) -> Order |
     return None if row is None else _order(db, row)
 
 
-def _order(db: sqlite3.Connection, row: _Row) -> Order:
-    _, order_id, customer_id, request_id, status, currency, units, nanos, created = row
+def _order(db: sqlite3.Connection, row: Sequence[Any]) -> Order:
+    (_, order_id, customer_id, request_id, status, currency, units, nanos, created,
+     name, street, city, postal_code, country, payment_id, shipment_id, reason) = row  # fmt: skip
     items = db.execute(
         "SELECT product_id, quantity, currency_code, units, nanos FROM order_items"
+        " WHERE order_id = ? ORDER BY position",
+        (order_id,),
+    )
+    steps = db.execute(
+        "SELECT name, status, detail, attempts, undo_attempts, update_time_ns FROM saga_steps"
         " WHERE order_id = ? ORDER BY position",
         (order_id,),
     )
@@ -283,4 +358,12 @@ def _order(db: sqlite3.Connection, row: _Row) -> Order:
         status=OrderStatus(status),
         create_time_ns=created,
         request_id=request_id,
+        address=Address(name, street, city, postal_code, country) if name else None,
+        saga=tuple(
+            SagaStep(step, StepStatus(state), detail, attempts, undo, changed)
+            for step, state, detail, attempts, undo, changed in steps
+        ),
+        payment_id=payment_id,
+        shipment_id=shipment_id,
+        failure_reason=reason,
     )

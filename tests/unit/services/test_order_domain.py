@@ -118,9 +118,29 @@ def test_total_is_exact() -> None:
     assert (order.order_id, order.customer_id, order.status, order.create_time_ns) == (
         "ord-1",
         "cust-1",
-        OrderStatus.CONFIRMED,
+        OrderStatus.PENDING,
         7,
     )
+    assert [(step.name, step.status.name, step.attempts) for step in order.saga] == [
+        ("reserve_stock", "PENDING", 0),
+        ("charge_payment", "PENDING", 0),
+        ("create_shipment", "PENDING", 0),
+    ]
+    assert order.address == domain.DEFAULT_ADDRESS
+
+
+def test_an_address_is_checked_line_by_line() -> None:
+    bad = domain.Address("", "x" * 201, "Ghent\u2028East", "-1", "be")
+    found = domain.validate_address(bad, "shipping_address")
+    assert [v.field for v in found] == [
+        "shipping_address.name",
+        "shipping_address.street",
+        "shipping_address.city",
+        "shipping_address.postal_code",
+        "shipping_address.country",
+    ]
+    assert domain.validate_address(domain.DEFAULT_ADDRESS, "shipping_address") == []
+    assert domain.validate_address(domain.Address("A", "B", "C", "", "HK"), "a") == []
 
 
 def test_unknown_products_are_field_violations() -> None:

@@ -1,18 +1,20 @@
-"""OrderServicer with fake downstream clients and a tmp_path store."""
+"""OrderServicer with fake downstream clients and a tmp_path store (the saga itself:
+test_order_saga.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.rpc import error_details_pb2
 from google.type import money_pb2
 from shop.order.v1 import order_pb2 as pb
+from shop.shipping.v1 import shipping_pb2
 
 from mesh import inbound
 from mesh.problems import (
@@ -25,19 +27,19 @@ from mesh.problems import (
     Unavailable,
 )
 from mesh.server import Caller
-from services.order.clients import Catalog, Inventory
-from services.order.domain import ORDER, Line, Money, Order
+from services.order.clients import Catalog, Inventory, Payments, Shipping
+from services.order.domain import ORDER, Address, Line, Money
+from services.order.saga import OrderCancelled, OrderPending, OrderSaga
 from services.order.servicer import OrderServicer
 from services.order.store import OrderStore
-from services.order.sweeper import HoldSweeper
 
 PRICES = {
     "dime": Money("EUR", 0, 100_000_000),
     "latte": Money("EUR", 19, 990_000_000),
     "bagel": Money("EUR", 2, 0),
 }
+NOW = 1_700_000_000_500_000_000
 SHORT = [PreconditionViolation("STOCK", "latte", "requested 9, available 2")]
-LATER = 2**62  # a cutoff after every hold
 
 
 class FakeCatalog:
@@ -86,9 +88,50 @@ class FakeInventory:
         self.released.append(order_id)
 
 
-class BrokenStore(OrderStore):
-    def add(self, order: Order) -> Order:
-        raise sqlite3.OperationalError("disk I/O error")
+class FakePayments:
+    """Charges by key (a repeated key answers as the first time); records every call.
+    `decline` or `fail` is raised by charge when set."""
+
+    def __init__(self) -> None:
+        self.charges: dict[str, str] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.refunds: list[tuple[str, str]] = []
+        self.decline: Exception | None = None
+        self.fail: Exception | None = None
+
+    async def charge(self, order_id: str, customer_id: str, amount: Money, key: str) -> str:
+        self.calls.append((order_id, key))
+        if self.fail is not None:
+            raise self.fail
+        if self.decline is not None:
+            raise self.decline
+        return self.charges.setdefault(key, f"pay-{len(self.charges) + 1}")
+
+    async def refund(self, payment_id: str, key: str) -> None:
+        self.refunds.append((payment_id, key))
+
+
+class FakeShipping:
+    """Shipments by key; records every call. `refuse` or `fail` is raised by create when
+    set."""
+
+    def __init__(self) -> None:
+        self.shipments: dict[str, str] = {}
+        self.calls: list[tuple[str, Address, str]] = []
+        self.cancelled: list[str] = []
+        self.refuse: Exception | None = None
+        self.fail: Exception | None = None
+
+    async def create(self, order_id: str, address: Address, lines: Sequence[Line], key: str) -> str:
+        self.calls.append((order_id, address, key))
+        if self.fail is not None:
+            raise self.fail
+        if self.refuse is not None:
+            raise self.refuse
+        return self.shipments.setdefault(key, f"shp-{len(self.shipments) + 1}")
+
+    async def cancel(self, shipment_id: str) -> None:
+        self.cancelled.append(shipment_id)
 
 
 class Deadline:
@@ -104,6 +147,8 @@ class Deadline:
 # mypy checks that the fakes fit the protocols the servicer depends on.
 _catalog: Catalog = FakeCatalog({})
 _inventory: Inventory = FakeInventory()
+_payments: Payments = FakePayments()
+_shipping: Shipping = FakeShipping()
 
 
 @pytest.fixture
@@ -117,6 +162,16 @@ def inventory() -> FakeInventory:
 
 
 @pytest.fixture
+def payments() -> FakePayments:
+    return FakePayments()
+
+
+@pytest.fixture
+def shipping() -> FakeShipping:
+    return FakeShipping()
+
+
+@pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[OrderStore]:
     store = OrderStore(tmp_path / "order.db")
     yield store
@@ -124,13 +179,20 @@ async def store(tmp_path: Path) -> AsyncIterator[OrderStore]:
 
 
 @pytest.fixture
-def servicer(store: OrderStore, catalog: FakeCatalog, inventory: FakeInventory) -> OrderServicer:
+def saga(
+    store: OrderStore, inventory: FakeInventory, payments: FakePayments, shipping: FakeShipping
+) -> OrderSaga:
+    return OrderSaga(store, inventory, payments, shipping, clock=lambda: NOW)
+
+
+@pytest.fixture
+def servicer(store: OrderStore, catalog: FakeCatalog, saga: OrderSaga) -> OrderServicer:
     ids = (f"ord-{n:016x}" for n in itertools.count(1))
     return OrderServicer(
         store,
         catalog,
-        inventory,
-        clock=lambda: 1_700_000_000_500_000_000,
+        saga,
+        clock=lambda: NOW,
         new_order_id=ids.__next__,
     )
 
@@ -145,8 +207,12 @@ def place_request(
     )
 
 
-async def test_order_is_priced_reserved_and_stored(
-    servicer: OrderServicer, inventory: FakeInventory, context: Any
+async def test_order_is_priced_reserved_charged_shipped_and_stored(
+    servicer: OrderServicer,
+    inventory: FakeInventory,
+    payments: FakePayments,
+    shipping: FakeShipping,
+    context: Any,
 ) -> None:
     placed = (await servicer.PlaceOrder(place_request(("dime", 3), ("latte", 1)), context)).order
     assert placed.order_id == "ord-0000000000000001"
@@ -161,8 +227,43 @@ async def test_order_is_priced_reserved_and_stored(
     assert placed.create_time.seconds == 1_700_000_000
     assert placed.create_time.nanos == 500_000_000
     assert inventory.reserved == [(placed.order_id, [Line("dime", 3), Line("latte", 1)])]
+    assert payments.calls == [(placed.order_id, f"{placed.order_id}.charge")]
+    [(_, address, key)] = shipping.calls
+    assert (address.country, key) == ("BE", f"{placed.order_id}.ship")  # the demo address
+    assert (placed.payment_id, placed.shipment_id) == ("pay-1", "shp-1")
+    assert [(step.name, step.status, step.attempts) for step in placed.saga] == [
+        ("reserve_stock", pb.SAGA_STEP_STATUS_DONE, 1),
+        ("charge_payment", pb.SAGA_STEP_STATUS_DONE, 1),
+        ("create_shipment", pb.SAGA_STEP_STATUS_DONE, 1),
+    ]
+    assert placed.shipping_address.city == "Brussels"
     got = await servicer.GetOrder(pb.GetOrderRequest(order_id=placed.order_id), context)
     assert got.order == placed
+
+
+async def test_a_shipping_address_is_checked_then_used(
+    servicer: OrderServicer, catalog: FakeCatalog, shipping: FakeShipping, context: Any
+) -> None:
+    request = place_request(("dime", 1))
+    request.shipping_address.CopyFrom(
+        shipping_pb2.Address(
+            name="Ada", street="", city="London\nEast", postal_code="!", country="uk"
+        )
+    )
+    with pytest.raises(InvalidArgument) as error:
+        await servicer.PlaceOrder(request, context)
+    assert [v.field for v in error.value.violations] == [
+        "shipping_address.street",
+        "shipping_address.city",
+        "shipping_address.postal_code",
+        "shipping_address.country",
+    ]
+    assert catalog.calls == []
+    request.shipping_address.street, request.shipping_address.city = "1 Lane", "London"
+    request.shipping_address.postal_code, request.shipping_address.country = "N1 9GU", "GB"
+    placed = (await servicer.PlaceOrder(request, context)).order
+    assert shipping.calls[0][1] == Address("Ada", "1 Lane", "London", "N1 9GU", "GB")
+    assert placed.shipping_address == request.shipping_address
 
 
 async def test_every_item_is_priced_in_one_call(
@@ -212,82 +313,38 @@ async def test_shortage_carries_the_inventory_violations(
     with pytest.raises(FailedPrecondition) as error:
         await servicer.PlaceOrder(place_request(("latte", 9)), context)
     assert list(error.value.violations) == SHORT
-    listed = await servicer.ListOrders(pb.ListOrdersRequest(), context)
-    assert list(listed.orders) == []
+    assert isinstance(error.value, OrderCancelled)
+    [info] = [d for d in error.value.details() if d.Is(error_details_pb2.ResourceInfo.DESCRIPTOR)]
+    found = error_details_pb2.ResourceInfo()
+    info.Unpack(found)
+    assert (found.resource_type, found.resource_name) == (ORDER, "ord-0000000000000001")
+    got = await servicer.GetOrder(pb.GetOrderRequest(order_id="ord-0000000000000001"), context)
+    assert got.order.status == pb.ORDER_STATUS_CANCELLED
+    assert [(step.name, step.status) for step in got.order.saga] == [
+        ("reserve_stock", pb.SAGA_STEP_STATUS_FAILED),
+        ("charge_payment", pb.SAGA_STEP_STATUS_PENDING),
+        ("create_shipment", pb.SAGA_STEP_STATUS_PENDING),
+    ]
+    assert got.order.failure_reason.startswith("reserve_stock: not enough stock")
     assert inventory.released == []
 
 
-async def test_store_failure_releases_the_stock(
-    tmp_path: Path, catalog: FakeCatalog, inventory: FakeInventory, context: Any
+async def test_a_step_of_unknown_outcome_leaves_the_order_pending_for_the_resumer(
+    servicer: OrderServicer, store: OrderStore, payments: FakePayments, context: Any
 ) -> None:
-    store = BrokenStore(tmp_path / "broken.db")
-    servicer = OrderServicer(store, catalog, inventory)
-    try:
-        with pytest.raises(sqlite3.OperationalError):
-            await servicer.PlaceOrder(place_request(("dime", 1)), context)
-    finally:
-        store.close()
-    [(order_id, _)] = inventory.reserved
-    assert inventory.released == [order_id]
-
-
-async def test_a_store_failure_whose_release_fails_leaves_the_hold_for_the_sweeper(
-    tmp_path: Path, catalog: FakeCatalog, inventory: FakeInventory, context: Any
-) -> None:
-    store = BrokenStore(tmp_path / "broken.db")
-    inventory.release_fails = ConnectionError("inventory is down")
-    try:
-        with pytest.raises(sqlite3.OperationalError):  # the caller sees why it failed
-            await OrderServicer(store, catalog, inventory).PlaceOrder(
-                place_request(("dime", 1)), context
-            )
-        [(order_id, _)] = inventory.reserved
-        assert store.claim_holds(LATER) == [order_id]
-    finally:
-        store.close()
-
-
-async def test_placed_and_refused_orders_leave_no_hold(
-    servicer: OrderServicer, store: OrderStore, inventory: FakeInventory, context: Any
-) -> None:
-    await servicer.PlaceOrder(place_request(("dime", 1)), context)
-    inventory.refuse = FailedPrecondition("not enough stock", SHORT)
-    with pytest.raises(FailedPrecondition):
-        await servicer.PlaceOrder(place_request(("latte", 9)), context)
-    assert store.claim_holds(LATER) == []
-
-
-async def test_a_reservation_of_unknown_outcome_leaves_the_hold(
-    servicer: OrderServicer, store: OrderStore, inventory: FakeInventory, context: Any
-) -> None:
-    inventory.refuse = TimeoutError("no answer: the stock may or may not be held")
-    with pytest.raises(TimeoutError):
+    payments.fail = Unavailable("payment is down")
+    with pytest.raises(OrderPending) as error:
         await servicer.PlaceOrder(place_request(("dime", 1)), context)
-    assert store.claim_holds(LATER) == ["ord-0000000000000001"]
-    assert await servicer.ListOrders(pb.ListOrdersRequest(), context) == pb.ListOrdersResponse()
-
-
-async def test_an_order_slower_than_the_sweeper_is_not_stored_and_its_stock_released(
-    store: OrderStore, context: Any
-) -> None:
-    """The sweeper claims the hold, releases and drops it while the reservation is
-    still on its way; the order must not be stored, and its stock is released after
-    the reservation."""
-
-    class SweptDuringReserve(FakeInventory):
-        async def reserve(self, order_id: str, lines: Sequence[Line]) -> None:
-            swept = await HoldSweeper(store, self, grace=0, clock=lambda: LATER).sweep()
-            assert swept == [order_id]
-            await super().reserve(order_id, lines)
-
-    inventory = SweptDuringReserve()
-    servicer = OrderServicer(store, FakeCatalog(PRICES), inventory)
-    with pytest.raises(Unavailable):
-        await servicer.PlaceOrder(place_request(("dime", 1)), context)
-    [(order_id, _)] = inventory.reserved
-    assert inventory.released == [order_id, order_id]  # the sweeper's, then ours
-    assert await servicer.ListOrders(pb.ListOrdersRequest(), context) == pb.ListOrdersResponse()
-    assert store.claim_holds(LATER) == []
+    assert error.value.code.name == "UNAVAILABLE"
+    assert error.value.metadata["order_id"] == "ord-0000000000000001"
+    order = store.get("ord-0000000000000001")
+    assert order is not None
+    assert order.status.name == "PENDING"
+    assert [(step.name, step.status.name, step.attempts) for step in order.saga] == [
+        ("reserve_stock", "DONE", 1),
+        ("charge_payment", "PENDING", 1),
+        ("create_shipment", "PENDING", 0),
+    ]
 
 
 async def test_a_repeated_request_returns_the_first_order_without_calls(
@@ -365,7 +422,8 @@ async def test_a_retry_tries_itself_once_the_first_attempt_failed(
 
     inventory = ShortOnce()
     inventory.gate = asyncio.Event()
-    servicer = OrderServicer(store, FakeCatalog(PRICES), inventory)
+    saga = OrderSaga(store, inventory, FakePayments(), FakeShipping())
+    servicer = OrderServicer(store, FakeCatalog(PRICES), saga)
     request = place_request(("latte", 9), request_id="r-3")
     first = asyncio.ensure_future(servicer.PlaceOrder(request, context))
     await inventory.waiting.wait()
@@ -439,7 +497,7 @@ def edge_servicer(
     return OrderServicer(
         store,
         catalog,
-        inventory,
+        OrderSaga(store, inventory, FakePayments(), FakeShipping()),
         caller_of=lambda _: Caller(identity="edge", user=user),
         new_order_id=ids.__next__,
     )
@@ -487,13 +545,23 @@ async def test_the_edge_without_a_user_is_unauthenticated_and_changes_nothing(
     assert store.page(customer_id="", before=None, limit=10)[0] == []
 
 
-async def test_watch_sends_the_order_then_waits_for_changes(
+async def test_watch_sends_a_final_order_once_and_ends(
     servicer: OrderServicer, context: Any
 ) -> None:
     placed = (await servicer.PlaceOrder(place_request(("dime", 1)), context)).order
     stream = servicer.WatchOrder(pb.WatchOrderRequest(order_id=placed.order_id), context)
+    assert [response.order async for response in stream] == [placed]
+
+
+async def test_watch_sends_a_pending_order_then_waits_for_changes(
+    servicer: OrderServicer, payments: FakePayments, context: Any
+) -> None:
+    payments.fail = Unavailable("payment is down")
+    with pytest.raises(OrderPending):
+        await servicer.PlaceOrder(place_request(("dime", 1)), context)
+    stream = servicer.WatchOrder(pb.WatchOrderRequest(order_id="ord-0000000000000001"), context)
     first = await anext(stream)
-    assert first.order == placed
+    assert first.order.status == pb.ORDER_STATUS_PENDING
     with pytest.raises(TimeoutError):  # unchanged: nothing more is sent
         await asyncio.wait_for(anext(stream), timeout=0.7)
 

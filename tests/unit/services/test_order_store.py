@@ -1,14 +1,27 @@
-"""services.order.store on a real SQLite file."""
+"""services.order.store on a real SQLite file: orders and their sagas, request keys,
+leases, and a database made before the saga."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from services.order.domain import Money, Order, OrderItem, OrderStatus, request_fingerprint
-from services.order.store import HoldClaimed, KeyUse, OrderStore, RequestKey
+from services.order.domain import (
+    DEFAULT_ADDRESS,
+    Money,
+    Order,
+    OrderItem,
+    OrderStatus,
+    SagaStep,
+    StepStatus,
+    new_saga,
+    request_fingerprint,
+)
+from services.order.store import KeyUse, LeaseLost, OrderStore
 
 EUR = Money("EUR", 2, 500_000_000)
 
@@ -19,23 +32,17 @@ def order(order_id: str, customer_id: str = "cust-1", request_id: str = "") -> O
         customer_id=customer_id,
         items=(OrderItem("a", 2, EUR), OrderItem("b", 1, Money("EUR", 0, 10))),
         total=Money("EUR", 5, 10),
-        status=OrderStatus.CONFIRMED,
+        status=OrderStatus.PENDING,
         create_time_ns=1_700_000_000_123_456_789,
         request_id=request_id,
+        address=DEFAULT_ADDRESS,
+        saga=new_saga(1_700_000_000_123_456_789),
     )
 
 
-def key_of(new: Order) -> RequestKey | None:
-    """The request key PlaceOrder claims for `new`, if it has a request_id."""
-    if not new.request_id:
-        return None
-    return RequestKey(new.customer_id, new.request_id, request_fingerprint(new.items))
-
-
 def stored(store: OrderStore, new: Order) -> Order:
-    """What PlaceOrder does: hold (claiming the request key), then store."""
-    assert store.hold(new.order_id, 0, key_of(new))
-    store.add(new)
+    """What PlaceOrder does first: record the order PENDING, its lease held by "a"."""
+    assert store.begin(new, owner="a", lease_until_ns=100)
     return new
 
 
@@ -59,9 +66,9 @@ def test_added_order_reads_back(store: OrderStore) -> None:
 
 def test_a_used_key_stands_for_its_order_and_is_not_claimed_again(store: OrderStore) -> None:
     first = stored(store, order("ord-1", request_id="r1"))
-    assert not store.hold("ord-2", 0, key_of(order("ord-2", request_id="r1")))
+    assert not store.begin(order("ord-2", request_id="r1"), owner="b", lease_until_ns=0)
     assert store.key_use("cust-1", "r1") == KeyUse(request_fingerprint(first.items), first)
-    assert store.claim_holds(LATER) == []  # the refused hold recorded nothing
+    assert store.get("ord-2") is None
 
 
 def test_request_ids_are_per_customer(store: OrderStore) -> None:
@@ -95,64 +102,72 @@ def test_two_stores_on_one_file_share_writes(path: Path, store: OrderStore) -> N
     try:
         stored(other, order("ord-1", request_id="r1"))
         assert store.get("ord-1") == order("ord-1", request_id="r1")
-        assert not store.hold("ord-2", 0, key_of(order("ord-2", request_id="r1")))
+        assert not store.begin(order("ord-2", request_id="r1"), owner="b", lease_until_ns=0)
     finally:
         other.close()
 
 
-# -- holds ------------------------------------------------------------------------------
-
-LATER = 2**62  # a cutoff after every hold
+# -- sagas and leases -------------------------------------------------------------------
 
 
-def test_storing_an_order_drops_its_hold(store: OrderStore) -> None:
-    store.hold("ord-1", 10)
-    store.add(order("ord-1"))
-    assert store.claim_holds(LATER) == []
+def test_a_transition_writes_the_step_and_the_order_while_the_lease_is_held(
+    store: OrderStore,
+) -> None:
+    stored(store, order("ord-1"))
+    step = SagaStep("charge_payment", StepStatus.DONE, "", 1, 0, 55)
+    written = store.advance("ord-1", owner="a", lease_until_ns=200, step=step, payment_id="pay-1")
+    assert written.step("charge_payment") == step
+    assert written.payment_id == "pay-1"
+    assert store.lease("ord-1") == ("a", 200)
+    with pytest.raises(LeaseLost):
+        store.advance("ord-1", owner="b", lease_until_ns=300, status=OrderStatus.CANCELLED)
+    assert store.get("ord-1") == written
 
 
-def test_a_claimed_key_is_in_flight_until_its_hold_goes(store: OrderStore) -> None:
-    key = RequestKey("cust-1", "r-1", "fp")
-    assert store.hold("ord-1", 10, key)
-    assert store.key_use("cust-1", "r-1") == KeyUse("fp", None)
-    assert not store.hold("ord-2", 10, key)
-    assert not store.hold("ord-3", 10, RequestKey("cust-1", "r-1", "other items"))
-    store.drop_hold("ord-1")  # its attempt ended without an order
-    assert store.key_use("cust-1", "r-1") is None
-    assert store.hold("ord-4", 10, key)
+def test_only_expired_leases_are_claimed_and_once(store: OrderStore) -> None:
+    stored(store, order("ord-1"))  # lease until 100
+    assert store.claim_expired(100, owner="r", lease_until_ns=500, limit=10) == []
+    assert store.claim_expired(101, owner="r", lease_until_ns=500, limit=10) == ["ord-1"]
+    assert store.claim_expired(101, owner="s", lease_until_ns=500, limit=10) == []
+    with pytest.raises(LeaseLost):  # the first driver's writes are refused now
+        store.advance("ord-1", owner="a", lease_until_ns=600)
+    store.advance("ord-1", owner="r", lease_until_ns=600, status=OrderStatus.CONFIRMED)
+    assert store.claim_expired(10**18, owner="s", lease_until_ns=0, limit=10) == []
+    assert store.lease("ord-1") is None
 
 
-def test_storing_the_order_passes_the_key_to_it(store: OrderStore) -> None:
-    placed = order("ord-1", request_id="r-1")
-    assert store.hold("ord-1", 10, key_of(placed))
-    store.add(placed)
-    assert store.key_use("cust-1", "r-1") == KeyUse(request_fingerprint(placed.items), placed)
+def test_a_cancelled_order_frees_its_key(store: OrderStore) -> None:
+    stored(store, order("ord-1", request_id="r1"))
+    store.advance("ord-1", owner="a", lease_until_ns=0, status=OrderStatus.CANCELLED)
+    assert store.key_use("cust-1", "r1") is None
+    assert store.begin(order("ord-2", request_id="r1"), owner="a", lease_until_ns=0)
+    use = store.key_use("cust-1", "r1")
+    assert use is not None
+    assert use.order.order_id == "ord-2"
 
 
-def test_a_swept_hold_frees_its_key(store: OrderStore) -> None:
-    assert store.hold("ord-1", 10, RequestKey("cust-1", "r-1", "fp"))
-    assert store.claim_holds(LATER) == ["ord-1"]
-    assert store.key_use("cust-1", "r-1") == KeyUse("fp", None)  # until it is dropped
-    store.drop_hold("ord-1")
-    assert store.key_use("cust-1", "r-1") is None
-
-
-def test_only_holds_older_than_the_cutoff_are_claimed(store: OrderStore) -> None:
-    store.hold("ord-old", 10)
-    store.hold("ord-new", 30)
-    assert store.claim_holds(20) == ["ord-old"]
-    assert store.claim_holds(20) == ["ord-old"]  # until dropped: a sweeper may have died
-    store.drop_hold("ord-old")
-    assert store.claim_holds(LATER) == ["ord-new"]
-
-
-@pytest.mark.parametrize("dropped", [False, True])
-def test_an_order_whose_hold_was_claimed_cannot_be_stored(store: OrderStore, dropped: bool) -> None:
-    """Claimed, or claimed, released and dropped by the sweeper since."""
-    store.hold("ord-1", 10)
-    store.claim_holds(LATER)
-    if dropped:
-        store.drop_hold("ord-1")
-    with pytest.raises(HoldClaimed):
-        store.add(order("ord-1"))
-    assert store.get("ord-1") is None
+def test_a_database_made_before_the_saga_is_brought_up_to_date(path: Path) -> None:
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE orders (seq INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL
+            UNIQUE, customer_id TEXT NOT NULL, request_id TEXT NOT NULL, status INTEGER NOT
+            NULL, currency_code TEXT NOT NULL, total_units INTEGER NOT NULL, total_nanos
+            INTEGER NOT NULL, create_time_ns INTEGER NOT NULL);
+        CREATE UNIQUE INDEX orders_by_request ON orders (customer_id, request_id)
+            WHERE request_id <> '';
+        INSERT INTO orders (order_id, customer_id, request_id, status, currency_code,
+            total_units, total_nanos, create_time_ns) VALUES ('ord-old', 'c', 'r', 1, 'EUR',
+            5, 0, 7);
+        """
+    )
+    old.commit()
+    old.close()
+    store = OrderStore(path)
+    try:
+        before = store.get("ord-old")
+        assert before is not None
+        assert (before.status, before.saga, before.address) == (OrderStatus.CONFIRMED, (), None)
+        stored(store, replace(order("ord-new"), customer_id="c"))
+    finally:
+        store.close()

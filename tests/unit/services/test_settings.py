@@ -13,7 +13,6 @@ import yaml
 
 from gateway.edge import EdgeSettings
 from mesh.config import (
-    NoSettings,
     ServiceSpec,
     load_config,
     mesh_schema,
@@ -23,19 +22,22 @@ from mesh.config import (
 from mesh.errors import ConfigError
 from services.auth.settings import AuthSettings
 from services.inventory.settings import InventorySettings
+from services.order.settings import OrderSettings
 from services.payment.settings import PaymentSettings
 from services.product.settings import DemoProduct, ProductSettings
 from services.shipping.settings import ShippingSettings
+from services.user.settings import UserSettings
 
 REPO = Path(__file__).resolve().parents[3]
 MODELS: dict[str, type[Any]] = {
     "product": ProductSettings,
     "inventory": InventorySettings,
-    "order": NoSettings,
+    "order": OrderSettings,
     "auth": AuthSettings,
     "edge": EdgeSettings,
     "payment": PaymentSettings,
     "shipping": ShippingSettings,
+    "user": UserSettings,
 }
 
 
@@ -64,7 +66,7 @@ def test_the_repositorys_settings_hold_the_demo_data() -> None:
     assert ids == ["sku-espresso", "sku-grinder", "sku-mug"]
     assert set(inventory.opening_stock) == set(ids)
     assert inventory.opening_stock["sku-espresso"] == 40
-    assert validate_settings(config.service("order"), NoSettings) == NoSettings()
+    assert validate_settings(config.service("order"), OrderSettings) == OrderSettings()
 
 
 @pytest.mark.parametrize(
