@@ -27,6 +27,9 @@ EXPECTED = {
     ("order", "order-1"),
     ("auth", "auth-1"),
     ("edge", "edge-1"),
+    ("payment", "payment-1"),
+    ("shipping", "shipping-1"),
+    ("user", "user-1"),
 }
 
 
@@ -117,7 +120,16 @@ def test_up_writes_the_schema_for_editors(running: Workspace) -> None:
     schema = json.loads((running.root / ".mesh" / "mesh.schema.json").read_text())
 
     named = schema["properties"]["services"]["properties"]
-    assert set(named) == {"product", "inventory", "order", "auth", "edge"}
+    assert set(named) == {
+        "product",
+        "inventory",
+        "order",
+        "payment",
+        "shipping",
+        "user",
+        "auth",
+        "edge",
+    }
     document = yaml.safe_load((running.root / "mesh.yaml").read_text())
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(document)) == []
 
@@ -133,7 +145,7 @@ def test_down_stops_every_process_and_is_idempotent(
 ) -> None:
     workspace = make_workspace(tmp_path)
     with workspace.detached_up() as pids:
-        assert len(pids) == 11  # supervisor, etcd, control plane, broker, seven instances
+        assert len(pids) == 14  # supervisor, etcd, control plane, broker, ten instances
 
         result = workspace.meshctl("down")
         assert result.returncode == 0, result.stderr
@@ -168,9 +180,9 @@ def test_foreground_up_reports_a_restart_and_stops_everything_on_ctrl_c(
     with workspace.foreground_up() as process:
         _read_until(process, output, "Running.")
         pids = workspace.pids()
-        assert len(pids) == 11, "".join(
+        assert len(pids) == 14, "".join(
             output
-        )  # supervisor, etcd, control plane, broker, 7 instances
+        )  # supervisor, etcd, control plane, broker, 10 instances
         assert any("grpcurl -cacert" in line for line in output)
         state = read_state(tmp_path / ".mesh")
         assert state is not None
@@ -232,7 +244,16 @@ def test_config_schema_leaves_a_failing_services_settings_free_form(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "services.broken.settings left free-form" in result.stderr
     named = json.loads(result.stdout)["properties"]["services"]["properties"]
-    assert set(named) == {"product", "inventory", "order", "auth", "edge"}
+    assert set(named) == {
+        "product",
+        "inventory",
+        "order",
+        "payment",
+        "shipping",
+        "user",
+        "auth",
+        "edge",
+    }
 
 
 def test_config_schema_of_the_runtime_only_needs_no_mesh_yaml(tmp_path: Path) -> None:
@@ -265,10 +286,10 @@ def test_certs_are_created_once_then_kept(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path)
     first = workspace.meshctl("certs")
     assert first.returncode == 0, first.stderr
-    # ca, product, inventory, order, auth, edge, admin, controlplane
-    assert first.stdout.count("created") == 8
+    # ca, product, inventory, order, payment, shipping, user, auth, edge, admin, controlplane
+    assert first.stdout.count("created") == 11
     second = workspace.meshctl("certs")
-    assert second.stdout.count("kept") == 8
+    assert second.stdout.count("kept") == 11
     key = tmp_path / "certs" / "admin.key"
     assert key.stat().st_mode & 0o777 == 0o600
 
@@ -288,8 +309,8 @@ def test_ctrl_c_while_starting_stops_what_was_started(
             time.sleep(0.05)
         pids = workspace.pids()
         assert (
-            len(pids) == 10
-        )  # supervisor, control plane, broker, 7 instances; etcd is external here
+            len(pids) == 13
+        )  # supervisor, control plane, broker, 10 instances; etcd is external here
 
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=20)

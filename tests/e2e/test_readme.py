@@ -92,7 +92,8 @@ def test_readme_commands_work_against_a_live_mesh(tmp_path: Path) -> None:
 
 
 def _check_traced_call(traces: Path) -> None:
-    """The README's call with a sampled traceparent left spans in all three services."""
+    """The README's call with a sampled traceparent left spans in every service its
+    saga calls."""
     wanted = re.search(r"traceparent: 00-([0-9a-f]{32})-", (REPO / "README.md").read_text())
     assert wanted is not None, "the README shows no traced call"
     services = {
@@ -101,4 +102,4 @@ def _check_traced_call(traces: Path) -> None:
         for span in map(json.loads, path.read_text().splitlines())
         if span["trace_id"] == wanted.group(1)
     }
-    assert services == {"order", "product", "inventory"}
+    assert services == {"order", "product", "inventory", "payment", "shipping"}

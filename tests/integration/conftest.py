@@ -56,7 +56,7 @@ async def shop(
         tmp_path_factory.mktemp("shop"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 2, "order": 1},
+        replicas={"product": 1, "inventory": 2, "order": 1, "payment": 1, "shipping": 1},
     )
     mesh = MeshHarness(config, etcd.endpoint)
     try:

@@ -43,7 +43,7 @@ async def shop(
         tmp_path_factory.mktemp(request.param[:3]),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 2, "order": 1},
+        replicas={"product": 1, "inventory": 2, "order": 1, "payment": 1, "shipping": 1},
         dataplane=request.param,
     )
     mesh = MeshHarness(config, etcd.endpoint)

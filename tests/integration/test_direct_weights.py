@@ -52,12 +52,13 @@ async def until(predicate: Callable[[], bool], what: str, polls: int = 500) -> N
 async def mesh(
     tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
 ) -> AsyncIterator[MeshHarness]:
-    """product v1 and v2 (one instance each), inventory and order."""
+    """product v1 and v2 (one instance each), inventory, order and what order's saga
+    calls (payment, shipping)."""
     config = write_config(
         tmp_path_factory.mktemp("weights"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 1, "order": 1},
+        replicas={"product": 1, "inventory": 1, "order": 1, "payment": 1, "shipping": 1},
     )
     harness = MeshHarness(config, etcd.endpoint)
     try:
@@ -66,6 +67,8 @@ async def mesh(
             harness.spawn("product", V2, version="v2"),
             harness.spawn("inventory", "inventory-1"),
             harness.spawn("order", "order-1"),
+            harness.spawn("payment", "payment-1"),
+            harness.spawn("shipping", "shipping-1"),
         ]
         await asyncio.gather(*(instance.start() for instance in started))
         await asyncio.gather(*(instance.wait_ready(harness.etcd) for instance in started))

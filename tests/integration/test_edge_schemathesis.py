@@ -30,7 +30,15 @@ async def edge(
         tmp_path_factory.mktemp("schemathesis"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 1, "order": 1, "auth": 1, "edge": 1},
+        replicas={
+            "product": 1,
+            "inventory": 1,
+            "order": 1,
+            "payment": 1,
+            "shipping": 1,
+            "auth": 1,
+            "edge": 1,
+        },
         overrides={
             "services": {
                 "auth": {"port": 0, "metrics_port": 0, "settings": CHEAP_HASHES},

@@ -201,19 +201,20 @@ GRACE = 4.0
 async def stoppable(
     tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
 ) -> AsyncIterator[MeshHarness]:
-    """product and inventory; each test starts (and stops) its own order instance.
+    """product, inventory, payment and shipping; each test starts (and stops) its own
+    order instance.
     Leases of 30 s (kept alive every 10 s) outlive every pause below, so a stopped
     instance keeps its key."""
     config = write_config(
         tmp_path_factory.mktemp("grace"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 1, "order": 1},
+        replicas={"product": 1, "inventory": 1, "order": 1, "payment": 1, "shipping": 1},
         overrides={"etcd": {"lease_ttl": 30}, "server": {"grace_period": GRACE}},
     )
     mesh = MeshHarness(config, etcd.endpoint)
     try:
-        await mesh.start({"product": 1, "inventory": 1})
+        await mesh.start({"product": 1, "inventory": 1, "payment": 1, "shipping": 1})
         yield mesh
     finally:
         await mesh.aclose()

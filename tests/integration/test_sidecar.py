@@ -40,7 +40,7 @@ async def sidecars(
         root,
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 2, "order": 1},
+        replicas={"product": 1, "inventory": 2, "order": 1, "payment": 1, "shipping": 1},
         dataplane="sidecar",
     )
     # Outlier sweeps every 0.2 s and ejections of 1 s, rather than Envoy's 10 s and

@@ -82,7 +82,13 @@ def test_settings_schema_prints_the_services_settings(
 
 
 def test_a_service_without_settings_prints_a_schema_that_takes_none(tmp_path: Path) -> None:
-    result = run("services.order", "--settings-schema", cwd=tmp_path)
+    # Every shop service has settings: this one, written here, has none.
+    (tmp_path / "bare_service.py").write_text(
+        "from mesh.server import run_service\n\n"
+        "async def setup(runtime):\n    pass\n\n"
+        'raise SystemExit(run_service("bare", setup))\n'
+    )
+    result = run("bare_service", "--settings-schema", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     schema = json.loads(result.stdout)

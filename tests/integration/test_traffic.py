@@ -58,13 +58,15 @@ async def mesh(
         tmp_path_factory.mktemp("traffic"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 1, "order": 1},
+        replicas={"product": 1, "inventory": 1, "order": 1, "payment": 1, "shipping": 1},
         overrides={"services": services},
         dataplane="sidecar",
     )
     harness = MeshHarness(config, etcd.endpoint)
     try:
-        await harness.start(replicas={"product": 1, "inventory": 1, "order": 1})
+        await harness.start(
+            replicas={"product": 1, "inventory": 1, "order": 1, "payment": 1, "shipping": 1}
+        )
         v2 = harness.spawn("product", "product-v2-1", version="v2")
         await v2.start()
         await v2.wait_ready(harness.etcd)
