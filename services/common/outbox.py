@@ -22,6 +22,7 @@ rows concurrently could interleave a stream's events).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -119,10 +120,8 @@ class OutboxRelay:
             failures = 0
             if sent == 0:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(TimeoutError):  # poll: another instance's commits
                     await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
-                except TimeoutError:
-                    pass
 
     async def publish_pending(self) -> int:
         """Publish one batch of what is unpublished, in order; the count published (0 if
