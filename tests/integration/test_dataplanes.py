@@ -140,10 +140,14 @@ async def test_an_authz_change_denies_the_next_call_on_an_open_connection(
         assert code is grpc.StatusCode.PERMISSION_DENIED  # within 1 s of the change
     finally:
         await shop.etcd.put(authz_key(prefix), encode_authz(shop.config.authz))
-    until = time.monotonic() + 3
+    # Every instance's table must be back (each sidecar applies it on its own push)
+    # before the next test calls through them.
+    orders = order_pb2_grpc.OrderServiceStub(shop.client().channel("order"))
+    until = time.monotonic() + 5
     while True:
         try:
             await stub.GetStock(request, timeout=3)
+            await orders.ListOrders(order_pb2.ListOrdersRequest(page_size=1), timeout=3)
             break
         except grpc.aio.AioRpcError:
             assert time.monotonic() < until, "the restored table never applied"

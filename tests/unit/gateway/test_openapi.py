@@ -174,7 +174,7 @@ def test_place_order_body(doc: Document, ops: dict[str, tuple[str, str, Document
     }
     request = _schema(doc, "shop.order.v1.PlaceOrderRequest")
     assert request["type"] == "object"
-    assert list(request["properties"]) == ["customerId", "items", "requestId"]
+    assert list(request["properties"]) == ["customerId", "items", "requestId", "shippingAddress"]
     assert request["properties"]["items"]["type"] == "array"
     assert request["properties"]["items"]["items"] == {"$ref": REF + "shop.order.v1.OrderItem"}
     assert request["description"] == "PlaceOrderRequest describes a new order."
@@ -206,9 +206,14 @@ def test_int64_is_a_string_and_other_json_forms(doc: Document) -> None:
 def test_order_status_is_a_string_of_its_names(doc: Document) -> None:
     status = _schema(doc, "shop.order.v1.OrderStatus")
     assert status["type"] == "string"
-    assert status["enum"] == ["ORDER_STATUS_UNSPECIFIED", "ORDER_STATUS_CONFIRMED"]
+    assert status["enum"] == [
+        "ORDER_STATUS_UNSPECIFIED",
+        "ORDER_STATUS_CONFIRMED",
+        "ORDER_STATUS_PENDING",
+        "ORDER_STATUS_CANCELLED",
+    ]
     assert "number" in status["description"]
-    assert "`ORDER_STATUS_CONFIRMED` (1): Priced and its stock reserved." in status["description"]
+    assert "`ORDER_STATUS_PENDING` (2): Its saga is still running" in status["description"]
 
 
 def test_security_only_where_a_token_is_required(
@@ -256,9 +261,10 @@ def test_summaries_and_descriptions_come_from_comments(
 ) -> None:
     _, _, place = ops["OrderService_PlaceOrder"]
     assert place["summary"] == (
-        "PlaceOrder prices the items, reserves their stock and records the order."
+        "PlaceOrder prices the items, records the order PENDING and runs its saga: "
+        "reserve_stock, charge_payment, create_shipment."
     )
-    assert place["description"].startswith(place["summary"])
+    assert " ".join(place["description"].split()).startswith(place["summary"])
     assert "INVALID_ARGUMENT" in place["description"]
     _, _, jwks = ops["AuthService_GetJwks"]
     assert "buf:lint" not in jwks["description"]
