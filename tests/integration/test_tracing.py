@@ -47,8 +47,9 @@ async def test_place_order_spans_share_one_trace_with_parent_links(shop: MeshHar
         ),
         metadata=[("traceparent", f"00-{trace_id}-{caller_span}-01")],
     )
-    # order: server span + 2 client spans; product and inventory: one server span each.
-    spans = await _wait_for_spans(shop.config.state_dir / "traces", trace_id, 5)
+    # order: server span + a client span per saga call (product, inventory, payment,
+    # shipping); each of those four: one server span.
+    spans = await _wait_for_spans(shop.config.state_dir / "traces", trace_id, 9)
 
     def one(service: str, kind: str, name: str) -> dict[str, object]:
         matches = [
