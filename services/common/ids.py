@@ -8,12 +8,13 @@ another service.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
 from mesh.problems import FieldViolation, InvalidArgument
 
-__all__ = ["CUSTOMER_ID", "REQUEST_ID", "RESOURCE_ID", "IdKind"]
+__all__ = ["CUSTOMER_ID", "REQUEST_ID", "RESOURCE_ID", "IdKind", "key_share"]
 
 
 @dataclass(frozen=True)
@@ -62,3 +63,10 @@ REQUEST_ID = IdKind(
     "must be 1 to 64 letters, digits or . _ : -, starting with a letter or digit",
 )
 """A caller's idempotency key (a UUID fits)."""
+
+
+def key_share(key: str) -> float:
+    """Where `key` falls in [0, 1): the same for the same key, evenly spread over keys
+    (a failure knob's share of calls, decided by a request's idempotency key)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

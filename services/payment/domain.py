@@ -11,14 +11,13 @@ change of the settings never charges a key that was declined.
 from __future__ import annotations
 
 import enum
-import hashlib
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 from mesh.problems import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
 from services.common import paging
-from services.common.ids import CUSTOMER_ID, REQUEST_ID, RESOURCE_ID
+from services.common.ids import CUSTOMER_ID, REQUEST_ID, RESOURCE_ID, key_share
 from services.common.money import Money
 from services.payment.currencies import CURRENCIES
 
@@ -140,12 +139,6 @@ class Page:
     order_id: str
     size: int
     before: int | None
-
-
-def key_share(key: str) -> float:
-    """Where `key` falls in [0, 1): the same for the same key, evenly spread over keys."""
-    digest = hashlib.sha256(key.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def new_payment_id() -> str:

@@ -24,7 +24,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 from mesh.problems import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
-from services.common.ids import REQUEST_ID, RESOURCE_ID
+from services.common.ids import REQUEST_ID, RESOURCE_ID, key_share
 from services.common.items import item_violations
 from services.shipping.countries import COUNTRIES
 
@@ -220,12 +220,6 @@ class RefusalPolicy:
         if key_share(request.idempotency_key) < self.share:
             return request.order_id, "the carrier refused the shipment"
         return None
-
-
-def key_share(key: str) -> float:
-    """Where `key` falls in [0, 1): the same for the same key, evenly spread over keys."""
-    digest = hashlib.sha256(key.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
 
 
 def new_shipment_id() -> str:
