@@ -9,10 +9,11 @@ makes the one mesh.yaml's `events:` section asks for. Adapters: NATS JetStream
 from mesh.errors import BrokerUnavailable
 from mesh.events._bus import EventBus, Subscription
 from mesh.events._factory import event_bus
-from mesh.events._model import Event, Handler
+from mesh.events._model import Backlog, Event, Handler
 from mesh.events._nats import NatsEventBus
 
 __all__ = [
+    "Backlog",
     "BrokerUnavailable",
     "Event",
     "EventBus",

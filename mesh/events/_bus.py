@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from mesh.events._model import Event, Handler
+from mesh.events._model import Backlog, Event, Handler
 
 __all__ = ["EventBus", "Subscription"]
 
@@ -53,6 +53,27 @@ class EventBus(Protocol):
 
         Raises:
             BrokerUnavailable: the consumer could not be set up.
+            ValueError: `topic` or `consumer` is not a valid name.
+        """
+        ...
+
+    async def history(self, topic: str | None = None) -> list[Event]:
+        """Every event the broker stores for `topic` (for every topic if None), in the
+        order it stored them: what a projection is rebuilt from, and what `meshctl
+        events` shows. Events published while it reads may or may not be in it.
+
+        Raises:
+            BrokerUnavailable: the broker did not answer.
+            ValueError: `topic` is not a topic name.
+        """
+        ...
+
+    async def backlog(self, topic: str, consumer: str) -> Backlog:
+        """How far `consumer` is behind on `topic` (all of it, if the consumer has
+        never subscribed).
+
+        Raises:
+            BrokerUnavailable: the broker did not answer.
             ValueError: `topic` or `consumer` is not a valid name.
         """
         ...

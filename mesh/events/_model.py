@@ -6,7 +6,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-__all__ = ["Event", "Handler", "check_consumer", "check_topic"]
+__all__ = ["Backlog", "Event", "Handler", "check_consumer", "check_topic"]
 
 # A field that travels as a message header: printable, no line breaks.
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
@@ -49,6 +49,16 @@ class Event:
             raise ValueError(f"Event.version must be an int, got {self.version!r:.48}")
         if self.version < 1:
             raise ValueError(f"Event.version counts from 1, got {self.version}")
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """How far a consumer is behind on a topic: `events` the broker stores that it has
+    not acknowledged yet, and `newest_at`, the `occurred_at` of the topic's newest event
+    (None if the topic has none)."""
+
+    events: int
+    newest_at: float | None
 
 
 Handler = Callable[[Event], Awaitable[None]]

@@ -40,8 +40,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from mesh.backoff import Backoff
 from mesh.errors import BrokerUnavailable
 from mesh.events._bus import Subscription
-from mesh.events._codec import decode_event, encode_event
-from mesh.events._model import Event, Handler, check_consumer, check_topic
+from mesh.events._codec import OCCURRED_AT, decode_event, encode_event
+from mesh.events._model import Backlog, Event, Handler, check_consumer, check_topic
 from mesh.tasks import cancel_and_wait
 
 __all__ = ["NatsEventBus"]
@@ -65,6 +65,8 @@ may wait for the poll in flight."""
 DUPLICATE_WINDOW = 120.0
 """Seconds the stream remembers an event id to drop a republished one (JetStream's
 default); consumers still dedupe by id, for republishing after that."""
+HISTORY_BATCH = 256
+"""Events one fetch of `history()` asks for."""
 RETRY_BACKOFF = Backoff(initial=0.5, maximum=30.0)
 """Delay before an event whose handler raised is delivered again, by its attempt."""
 
@@ -228,6 +230,51 @@ class NatsEventBus:
         )
         self._subscriptions.add(subscription)
         return subscription
+
+    async def history(self, topic: str | None = None) -> list[Event]:
+        subject = f"{SUBJECT_PREFIX}.{check_topic(topic) if topic else '>'}"
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            inactive_threshold=60.0,  # the broker drops it if this read dies midway
+        )
+        events: list[Event] = []
+        try:
+            reader = await self._js.pull_subscribe(subject, stream=self._stream, config=config)
+            try:
+                # What was stored when the reader was made: read exactly that much.
+                remaining = (await reader.consumer_info()).num_pending or 0
+                while remaining > 0:
+                    batch = await reader.fetch(min(remaining, HISTORY_BATCH), timeout=5.0)
+                    remaining -= len(batch)
+                    for message in batch:
+                        with contextlib.suppress(ValueError):  # a message that is no event
+                            events.append(decode_event(message.headers, message.data))
+            finally:
+                with contextlib.suppress(nats.errors.Error):
+                    await reader.unsubscribe()
+        except nats.errors.Error as error:
+            raise BrokerUnavailable(f"history of {topic or 'every topic'}: {error!r}") from error
+        return events
+
+    async def backlog(self, topic: str, consumer: str) -> Backlog:
+        subject = f"{SUBJECT_PREFIX}.{check_topic(topic)}"
+        durable = _durable_name(topic, check_consumer(consumer))
+        try:
+            try:
+                info = await self._js.consumer_info(self._stream, durable)
+                behind = (info.num_pending or 0) + (info.num_ack_pending or 0)
+            except nats.js.errors.NotFoundError:  # never subscribed: all of the topic
+                stream = await self._js.stream_info(self._stream, subjects_filter=subject)
+                behind = sum((stream.state.subjects or {}).values())
+            try:
+                newest = await self._js.get_last_msg(self._stream, subject)
+            except nats.js.errors.NotFoundError:
+                return Backlog(events=behind, newest_at=None)
+        except nats.errors.Error as error:
+            raise BrokerUnavailable(f"backlog of {consumer} on {topic}: {error!r}") from error
+        occurred_at = (newest.headers or {}).get(OCCURRED_AT)
+        return Backlog(events=behind, newest_at=float(occurred_at) if occurred_at else None)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(s.aclose() for s in list(self._subscriptions)))

@@ -114,6 +114,7 @@ class Runtime:
         client: MeshClient,
         tracer: trace.Tracer,
         caller_of: CallerOf,
+        metrics: CollectorRegistry,
     ) -> None:
         self.settings = settings
         self.caller_of = caller_of
@@ -125,8 +126,12 @@ class Runtime:
         self.metadata: dict[str, str] = {}
         """Registered with the instance (say, the URL of a listener of the service's
         own); `meshctl status` shows some keys (`url`)."""
+        self.metrics = metrics
+        """The instance's Prometheus registry, served on /metrics: add the service's own
+        metrics here."""
         self._cleanups: list[Cleanup] = []
         self._bus: EventBus | None = None
+        self._bus_lock = asyncio.Lock()
 
     @property
     def data_dir(self) -> Path:
@@ -152,11 +157,12 @@ class Runtime:
         Raises:
             BrokerUnavailable: no broker is known, or it does not answer.
         """
-        if self._bus is None:
-            config = self.settings.config
-            self._bus = await event_bus(config, endpoint=self.settings.events_endpoint)
-            self.on_close(self._bus.aclose)
-        return self._bus
+        async with self._bus_lock:  # one connection, however many ask at once
+            if self._bus is None:
+                config = self.settings.config
+                self._bus = await event_bus(config, endpoint=self.settings.events_endpoint)
+                self.on_close(self._bus.aclose)
+            return self._bus
 
     def on_close(self, cleanup: Cleanup) -> None:
         """Run `cleanup` after the server has stopped, in reverse order of registration."""
@@ -216,6 +222,7 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
         client,
         provider.get_tracer(f"services.{spec.name}"),
         CallerOf(interceptor.caller_sans),
+        registry,
     )
     health_servicer = health.aio.HealthServicer()
     metrics: MetricsServer | None = None

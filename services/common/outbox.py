@@ -28,12 +28,13 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from mesh.backoff import Backoff
-from mesh.events import BrokerUnavailable, Event, EventBus
+from mesh.events import BrokerUnavailable, Event
 from mesh.storage import Database
 
-__all__ = ["OUTBOX_SCHEMA", "Inbox", "OutboxRelay", "record"]
+__all__ = ["OUTBOX_SCHEMA", "Inbox", "OutboxRelay", "Publisher", "next_version", "record"]
 
 log = logging.getLogger("services.outbox")
 
@@ -50,6 +51,7 @@ OUTBOX_SCHEMA: tuple[str, ...] = (
         published_at REAL
     )""",
     "CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (position) WHERE published_at IS NULL",
+    "CREATE INDEX IF NOT EXISTS outbox_stream ON outbox (stream, version)",
     """CREATE TABLE IF NOT EXISTS outbox_lease (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         holder TEXT NOT NULL,
@@ -66,6 +68,21 @@ OUTBOX_SCHEMA: tuple[str, ...] = (
 
 _BATCH = 100
 _LEASE = 5.0  # seconds a relay holds the outbox without renewing
+
+
+class Publisher(Protocol):
+    """What a relay publishes through: an EventBus, or anything with its `publish`."""
+
+    async def publish(self, topic: str, event: Event) -> None: ...
+
+
+def next_version(db: sqlite3.Connection, stream: str) -> int:
+    """The version the next event of `stream` gets: one more than its outbox holds (for
+    services whose outbox is their streams' only record)."""
+    (version,) = db.execute(
+        "SELECT COALESCE(MAX(version), 0) FROM outbox WHERE stream = ?", (stream,)
+    ).fetchone()
+    return int(version) + 1
 
 
 def record(db: sqlite3.Connection, topic: str, event: Event) -> None:
@@ -87,7 +104,7 @@ class OutboxRelay:
     def __init__(
         self,
         db: Database,
-        bus: EventBus,
+        bus: Publisher,
         *,
         poll: float = 0.2,
         clock: Callable[[], float] = time.time,

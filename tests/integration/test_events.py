@@ -355,3 +355,42 @@ async def test_event_bus_finds_the_broker_in_mesh_yaml_or_the_state_file(
             await subscription.aclose()
         finally:
             await bus.aclose()
+
+
+async def test_history_is_every_stored_event_of_a_topic_in_order(bus: EventBus, topic: str) -> None:
+    other = f"{topic}-other"
+    events = [an_event("order-h", v) for v in (1, 2, 3)]
+    await publish_all(bus, topic, events)
+    await bus.publish(other, an_event("order-x", 1))
+
+    assert ids(await bus.history(topic)) == ids(events)
+    everything = ids(await bus.history())
+    assert [e for e in everything if e in ids(events)] == ids(events)
+    assert len(set(everything)) == len(everything)
+
+
+async def test_history_of_a_topic_with_no_events_is_empty(bus: EventBus, topic: str) -> None:
+    assert await bus.history(topic) == []
+
+
+async def test_backlog_counts_what_a_consumer_has_not_acknowledged(
+    bus: EventBus, topic: str
+) -> None:
+    assert (await bus.backlog(topic, "lagging")).events == 0
+    events = [an_event("order-b", v) for v in (1, 2, 3)]
+    await publish_all(bus, topic, events)
+
+    before = await bus.backlog(topic, "lagging")
+    assert before.events == 3
+    assert before.newest_at == pytest.approx(events[-1].occurred_at)
+
+    collector = Collector()
+    subscription = await bus.subscribe(topic, "lagging", collector)
+    try:
+        await collector.take(3)
+        async with asyncio.timeout(DELIVERY_WAIT):  # the last ack may still be on its way
+            while (await bus.backlog(topic, "lagging")).events:
+                await asyncio.sleep(0.05)
+    finally:
+        await subscription.aclose()
+    assert (await bus.backlog(topic, "lagging")).newest_at == before.newest_at
