@@ -9,11 +9,13 @@ instance starts (the instance serves meanwhile; its events wait in the outbox).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
 
 from google.protobuf.message import Message
+from prometheus_client import Gauge
 
 from mesh.backoff import Backoff
 from mesh.events import BrokerUnavailable, Event, Handler, Subscription
@@ -94,7 +96,33 @@ def consume(rt: Runtime, topic: str, consumer: str, handler: Handler) -> None:
     rt.on_close(stop)
 
 
-def follow(rt: Runtime, projection: Projection) -> None:
-    """Keep `projection` up to date with its topics, as consumer `projection.name`."""
+def follow(rt: Runtime, projection: Projection, *, lag_every: float = 1.0) -> None:
+    """Keep `projection` up to date with its topics, as consumer `projection.name`, and
+    its lag in rt.metrics: projection_lag_events and projection_lag_seconds (label
+    `projection`), read from the broker every `lag_every` s."""
     for topic in projection.topics:
         consume(rt, topic, projection.name, projection.handler(topic))
+    labels = {"projection": projection.name}
+    events = Gauge(
+        "projection_lag_events",
+        "Events of its topics the read model has not applied yet",
+        ["projection"],
+        registry=rt.metrics,
+    ).labels(**labels)
+    seconds = Gauge(
+        "projection_lag_seconds",
+        "Seconds between the newest event of its topics and the newest it applied",
+        ["projection"],
+        registry=rt.metrics,
+    ).labels(**labels)
+
+    async def watch() -> None:
+        while True:
+            with contextlib.suppress(BrokerUnavailable):  # the gauges keep their last values
+                lag = await projection.lag(await rt.event_bus())
+                events.set(lag.events)
+                seconds.set(lag.seconds)
+            await asyncio.sleep(lag_every)
+
+    task = start_background(watch(), f"lag of {projection.name}")
+    rt.on_close(lambda: cancel_and_wait(task))
