@@ -168,6 +168,7 @@ class InstanceProcess:
         """Wait until registered in etcd and SERVING; raises MeshError with the log's
         tail if the process exits or the time runs out."""
         until = time.monotonic() + timeout
+        seen = "not registered"  # what the last look found, for the error
         while time.monotonic() < until:
             if self.returncode is not None:
                 await self._output_copied()  # its last words belong in the tail
@@ -176,15 +177,16 @@ class InstanceProcess:
                     f"{log_tail(self.log_path)}"
                 )
             endpoint = await self._registered(etcd)
-            if (
-                endpoint is not None
-                and await check_health(self.config, endpoint.address) == "SERVING"
-            ):
-                self.endpoint = endpoint
-                return endpoint
+            if endpoint is not None:
+                health = await check_health(self.config, endpoint.address)
+                if health == "SERVING":
+                    self.endpoint = endpoint
+                    return endpoint
+                seen = f"registered at {endpoint.address}, health {health}"
             await asyncio.sleep(0.1)
         raise MeshError(
-            f"{self.instance_id} not ready within {timeout:.0f}s:\n{log_tail(self.log_path)}"
+            f"{self.instance_id} not ready within {timeout:.0f}s ({seen}):\n"
+            f"{log_tail(self.log_path)}"
         )
 
     async def _registered(self, etcd: EtcdClient) -> Endpoint | None:
