@@ -15,13 +15,15 @@ from google.type import money_pb2
 
 from mesh.problems import FieldViolation
 
-__all__ = ["MAX_UNITS", "NANOS_PER_UNIT", "Money"]
+__all__ = ["MAX_UNITS", "MONEY_TEXT", "NANOS_PER_UNIT", "Money"]
 
 NANOS_PER_UNIT = 1_000_000_000
 MAX_UNITS = 2**63 - 1
 """google.type.Money.units is an int64."""
 
 _CURRENCY = re.compile(r"[A-Z]{3}")
+MONEY_TEXT = re.compile(r"(\d{1,15})(?:\.(\d{1,9}))? ([A-Z]{3})")
+"""An amount as settings write it: "<amount> <ISO 4217 code>", e.g. "24.50 USD"."""
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,17 @@ class Money:
     currency_code: str
     units: int
     nanos: int
+
+    @classmethod
+    def parse(cls, text: str) -> Money:
+        """The amount `text` writes as MONEY_TEXT says ("24.50 USD"); else ValueError."""
+        match = MONEY_TEXT.fullmatch(text)
+        if match is None:
+            raise ValueError(f"an amount looks like '24.50 USD', not {text!r:.40}")
+        units, fraction, currency = match.groups()
+        return cls(
+            currency_code=currency, units=int(units), nanos=int((fraction or "").ljust(9, "0"))
+        )
 
     def to_nanos(self) -> int:
         """The amount as a whole number of nanos (units and nanos share a sign)."""

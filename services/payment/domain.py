@@ -117,15 +117,23 @@ class Decline:
 class DeclinePolicy:
     """Which charges the simulated processor declines: every charge of `customers`, and
     `share` (0 to 1) of all others, picked by the hash of the idempotency key, so that
-    the answer for one key is always the same."""
+    the answer for one key is always the same; and every charge `over` a limit."""
 
     customers: Collection[str] = ()
     share: float = 0.0
+    over: Money | None = None
 
     def reason(self, request: ChargeRequest) -> str | None:
         """Why the charge is declined, or None if it is not."""
         if request.customer_id in self.customers:
             return "the processor declines every charge of this customer"
+        limit = self.over
+        if (
+            limit is not None
+            and request.amount.currency_code == limit.currency_code
+            and request.amount.to_nanos() > limit.to_nanos()
+        ):
+            return f"the charge is over the card limit of {limit.units}.{limit.nanos // 10**7:02d} {limit.currency_code}"
         if key_share(request.idempotency_key) < self.share:
             return "the processor declined the charge"
         return None

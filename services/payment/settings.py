@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 
 from mesh.config import Matches
 from services.common.ids import CUSTOMER_ID
+from services.common.money import MONEY_TEXT, Money
 from services.payment.domain import DeclinePolicy
 
 __all__ = ["DeclineSettings", "PaymentSettings"]
@@ -33,9 +34,13 @@ class DeclineSettings(BaseModel):
     share: Annotated[StrictFloat, Field(ge=0, le=1)] = 0.0
     """Share (0 to 1) of the other charges declined, picked by the hash of their
     idempotency key: a retry with the key gets the same answer."""
+    over: Annotated[StrictStr, Matches(MONEY_TEXT, "must look like '500.00 USD'")] | None = None
+    """A card limit, "<amount> <ISO 4217 code>": every charge of more than this in that
+    currency is declined (`meshctl demo` orders past it)."""
 
     def policy(self) -> DeclinePolicy:
-        return DeclinePolicy(customers=frozenset(self.customers), share=self.share)
+        limit = Money.parse(self.over) if self.over is not None else None
+        return DeclinePolicy(customers=frozenset(self.customers), share=self.share, over=limit)
 
 
 class PaymentSettings(BaseModel):

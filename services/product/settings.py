@@ -7,18 +7,16 @@ instead of failing in the catalogue.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from mesh.config import Matches
 from services.common.ids import RESOURCE_ID
+from services.common.money import MONEY_TEXT, Money
 from services.product.domain import MAX_NAME
 
 __all__ = ["DemoProduct", "ProductSettings"]
-
-_PRICE = re.compile(r"(\d{1,15})(?:\.(\d{1,9}))? ([A-Z]{3})")
 
 
 class DemoProduct(BaseModel):
@@ -30,16 +28,14 @@ class DemoProduct(BaseModel):
     """Its id, as the API takes it."""
     name: StrictStr = Field(min_length=1, max_length=MAX_NAME)
     """What the catalogue calls it."""
-    price: Annotated[StrictStr, Matches(_PRICE, "must look like '24.50 USD'")]
+    price: Annotated[StrictStr, Matches(MONEY_TEXT, "must look like '24.50 USD'")]
     """"<amount> <ISO 4217 code>", e.g. "24.50 USD"."""
 
     @property
     def price_parts(self) -> tuple[str, int, int]:
         """(currency code, whole units, nanos) of the price."""
-        match = _PRICE.fullmatch(self.price)
-        assert match is not None, "validated with the settings"
-        units, fraction, currency = match.groups()
-        return currency, int(units), int((fraction or "").ljust(9, "0"))
+        price = Money.parse(self.price)
+        return price.currency_code, price.units, price.nanos
 
 
 class ProductSettings(BaseModel):

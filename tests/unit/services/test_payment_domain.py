@@ -122,6 +122,15 @@ def test_every_charge_of_a_listed_customer_is_declined() -> None:
     assert policy.reason(charge(customer_id="alice")) is None
 
 
+def test_a_charge_over_the_card_limit_is_declined_in_its_currency_only() -> None:
+    policy = DeclinePolicy(over=Money.parse("10.00 EUR"))
+    assert policy.reason(charge(amount=TEN_EUROS)) is None  # at the limit: allowed
+    over = policy.reason(charge(amount=Money("EUR", 10, 1)))
+    assert over is not None
+    assert "card limit of 10.00 EUR" in over
+    assert policy.reason(charge(amount=Money("USD", 500, 0))) is None
+
+
 def test_a_share_declines_that_share_of_keys_and_always_the_same_ones() -> None:
     policy = DeclinePolicy(share=0.3)
     keys = [f"key-{n}" for n in range(2_000)]

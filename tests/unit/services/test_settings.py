@@ -21,6 +21,7 @@ from mesh.config import (
 )
 from mesh.errors import ConfigError
 from services.auth.settings import AuthSettings
+from services.common.money import Money
 from services.inventory.settings import InventorySettings
 from services.order.settings import OrderSettings
 from services.payment.settings import PaymentSettings
@@ -265,3 +266,15 @@ def test_the_whole_schema_checks_payment_and_shipping_settings(
     document["services"][service] = {"port": 0, "metrics_port": 0, "settings": settings}
 
     assert VALIDATOR.is_valid(document) is valid
+
+
+def test_a_card_limit_is_an_amount_with_its_currency(tmp_path: Path) -> None:
+    payment = validate_settings(
+        ServiceSpec("payment", "services.payment", settings={"decline": {"over": "500.00 USD"}}),
+        PaymentSettings,
+    )
+    assert payment.decline.policy().over == Money("USD", 500, 0)
+
+    error = settings_error(tmp_path, "payment", {"decline": {"over": "500 dollars"}})
+    assert "decline.over" in str(error)
+    assert "500.00 USD" in str(error)
