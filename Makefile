@@ -19,9 +19,11 @@ $(INSTALLED): pyproject.toml
 	done
 	@touch $@
 
-## up: install, generate code and certificates, start etcd and every service (Ctrl-C stops all)
+## up: install, generate code and certificates, start etcd and every service, then run
+## `meshctl demo` (skip it with `make up DEMO=no`); Ctrl-C stops all
+DEMO ?= yes
 up: $(INSTALLED) generate certs
-	$(BIN)/meshctl up
+	$(BIN)/meshctl up $(if $(filter no,$(DEMO)),,--demo)
 
 down: $(INSTALLED)
 	$(BIN)/meshctl down

@@ -45,6 +45,8 @@ from mesh.supervisor import (
     CONFIRM_TIMEOUT,
     CanaryPlan,
     ControlRequest,
+    DemoError,
+    DemoStep,
     InstanceStatus,
     MeshAlreadyRunning,
     MeshState,
@@ -68,6 +70,7 @@ from mesh.supervisor import (
     read_state,
     relative_path,
     run_canary,
+    run_demo,
     send_command,
     set_weights,
     supervisor_status,
@@ -303,10 +306,10 @@ def cmd_address(config: MeshConfig, args: argparse.Namespace) -> int:
 def cmd_up(config: MeshConfig, args: argparse.Namespace) -> int:
     if args.detach:
         return _up_detached(config, args)
-    return asyncio.run(_up_foreground(config, args.timeout))
+    return asyncio.run(_up_foreground(config, args.timeout, demo=args.demo))
 
 
-async def _up_foreground(config: MeshConfig, timeout: float) -> int:
+async def _up_foreground(config: MeshConfig, timeout: float, *, demo: bool = False) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -330,6 +333,10 @@ async def _up_foreground(config: MeshConfig, timeout: float) -> int:
     try:
         status = await _status(config)
         _say("\n" + _report(status) + "\n\n" + _how_to_call(config, status.rows))
+        edge_url = _edge_url(status.rows, "edge")
+        if demo and edge_url is not None:
+            _say("")
+            await asyncio.to_thread(_demo, config, edge_url)  # a failed demo leaves the mesh up
         _say("\nRunning. Press Ctrl-C to stop every process.")
         await stop.wait()
         _say("Stopping...")
@@ -563,22 +570,71 @@ def _traffic_report_text(report: TrafficReport) -> str:
     return "\n".join([*lines, "  sidecars:", *_columns(rows, indent="    ")])
 
 
+def _edge_url(rows: Sequence[InstanceStatus], edge: str) -> str | None:
+    """The HTTP URL of a serving instance of the edge, if one is up."""
+    urls = [row.url for row in rows if row.service == edge and row.url and row.health == "SERVING"]
+    return urls[0] if urls else None
+
+
 def cmd_token(config: MeshConfig, args: argparse.Namespace) -> int:
     try:
         rows = asyncio.run(_status(config)).rows
     except RegistryUnavailable as error:
         return _fail(f"cannot reach etcd: {error}")
-    urls = [
-        row.url for row in rows if row.service == args.edge and row.url and row.health == "SERVING"
-    ]
-    if not urls:
+    url = _edge_url(rows, args.edge)
+    if url is None:
         return _fail(f"no instance of {args.edge!r} serves HTTP: is the mesh up?")
     try:
-        token = fetch_token(urls[0], args.user, password=args.password, state_dir=config.state_dir)
+        token = fetch_token(url, args.user, password=args.password, state_dir=config.state_dir)
     except TokenError as error:
         return _fail(str(error))
     print(token)
     return 0
+
+
+def cmd_demo(config: MeshConfig, args: argparse.Namespace) -> int:
+    try:
+        rows = asyncio.run(_status(config)).rows
+    except RegistryUnavailable as error:
+        return _fail(f"cannot reach etcd: {error}")
+    url = _edge_url(rows, args.edge)
+    if url is None:
+        return _fail(f"no instance of {args.edge!r} serves HTTP: is the mesh up?")
+    return _demo(config, url, as_json=args.json)
+
+
+def _demo(config: MeshConfig, edge_url: str, *, as_json: bool = False) -> int:
+    """Run the demo against `edge_url`, printing each step (or, with `as_json`, one
+    JSON array at the end); 1 if a step failed."""
+
+    def say(step: DemoStep) -> None:
+        if not as_json:
+            trace = f"\n      trace {step.trace_id}" if step.trace_id else ""
+            _say(f"  - {step.title}\n      {step.outcome}{trace}")
+
+    if not as_json:
+        _say(f"Demo through the REST edge at {edge_url}:")
+    try:
+        steps = run_demo(
+            edge_url, state_dir=config.state_dir, card_limit=_card_limit(config), report=say
+        )
+    except DemoError as error:
+        return _fail(f"demo: {error}")
+    if as_json:
+        print(json.dumps([step.to_json() for step in steps], indent=2))
+    else:
+        traces = relative_path(config.state_dir / "traces")
+        _say(f"Each trace: grep <trace id> {traces}/*.jsonl")
+    return 0
+
+
+def _card_limit(config: MeshConfig) -> str | None:
+    """Payment's `decline.over`, if the mesh runs payment with one."""
+    if "payment" not in config.services:
+        return None
+    decline = config.service("payment").settings.get("decline") or {}
+    limit = decline.get("over") if isinstance(decline, dict) else None
+    return str(limit) if limit else None
 
 
 def cmd_traffic(config: MeshConfig, args: argparse.Namespace) -> int:
@@ -828,7 +884,20 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait for readiness (default 60)"
     )
+    up.add_argument(
+        "--demo",
+        action="store_true",
+        help="once ready, run `meshctl demo` (make up does; make up DEMO=no does not)",
+    )
     up.set_defaults(handler=cmd_up)
+
+    demo = commands.add_parser(
+        "demo",
+        help="through the REST edge: sign up, browse, order (once declined), with trace ids",
+    )
+    demo.add_argument("--edge", default="edge", help="the edge's service name (default: edge)")
+    demo.add_argument("--json", action="store_true", help="print the steps as JSON for scripts")
+    demo.set_defaults(handler=cmd_demo)
 
     commands.add_parser("down", help="stop a mesh started with meshctl up").set_defaults(
         handler=cmd_down

@@ -23,6 +23,7 @@ from mesh.supervisor._canary import (
 )
 from mesh.supervisor._control import ControlEvent, ControlRequest, ProtocolError, send_command
 from mesh.supervisor._controlplane import ControlPlaneServer
+from mesh.supervisor._demo import DemoError, DemoStep, run_demo
 from mesh.supervisor._etcd_server import EtcdServer
 from mesh.supervisor._health import check_health
 from mesh.supervisor._instance import InstanceProcess
@@ -65,6 +66,8 @@ __all__ = [
     "ControlEvent",
     "ControlPlaneServer",
     "ControlRequest",
+    "DemoError",
+    "DemoStep",
     "EtcdServer",
     "InstanceProcess",
     "InstanceRecord",
@@ -111,6 +114,7 @@ __all__ = [
     "relative_path",
     "route_weights",
     "run_canary",
+    "run_demo",
     "runtime_overrides",
     "send_command",
     "set_weights",
