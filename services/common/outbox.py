@@ -116,14 +116,22 @@ class OutboxRelay:
         self._clock = clock
         self._holder = holder or f"{os.getpid()}-{id(self):x}"
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._backoff = Backoff(initial=0.1, maximum=5.0)
         self.published = 0
         """Events this relay has published (republished ones included)."""
 
     def notify(self) -> None:
-        self._wake.set()
+        """Wake the relay to publish at once; from any thread (stores commit on worker
+        threads)."""
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         failures = 0
         while True:
             try:
@@ -193,6 +201,13 @@ class OutboxRelay:
                 "UPDATE outbox SET published_at = ? WHERE position = ?",
                 [(now, position) for position in positions],
             )
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread
+        return None
 
 
 class Inbox:

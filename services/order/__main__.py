@@ -6,6 +6,7 @@ from shop.order.v1 import order_pb2, order_pb2_grpc
 
 from mesh.server import Runtime, run_service
 from mesh.tasks import cancel_and_wait, start_background
+from services.common.messaging import relay_outbox
 from services.order.clients import GrpcCatalog, GrpcInventory, GrpcPayments, GrpcShipping
 from services.order.resumer import SagaResumer
 from services.order.saga import OrderSaga
@@ -19,10 +20,13 @@ __all__ = ["main", "setup"]
 async def setup(rt: Runtime) -> None:
     """Open the order database and serve OrderService, pricing with product and running
     each order's saga against inventory, payment and shipping through the mesh client;
-    resume abandoned sagas in the background, as order's settings in mesh.yaml pace it."""
+    resume abandoned sagas in the background, as order's settings in mesh.yaml pace it;
+    publish the orders' events (topic "order") from the store's outbox."""
     settings: OrderSettings = rt.settings.service_settings
     store = OrderStore(rt.data_dir / "order.db")
     rt.on_close(store.close)
+    relay = relay_outbox(rt, store.database)
+    store.on_events(relay.notify)
     timeout = settings.saga.step_timeout_seconds
     saga = OrderSaga(
         store,

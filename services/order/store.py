@@ -8,6 +8,11 @@ saga's first step; each step's outcome (and the order's, at the end) is then wri
 it happens, one transaction per transition (`advance`). A PENDING order therefore says
 that stock, a payment or a shipment may exist for it, and what is known of each.
 
+Events (services.order.events): the transaction that writes an order PENDING records
+its OrderPlaced in the outbox (services.common.outbox), and the one that makes it
+CONFIRMED or CANCELLED records OrderConfirmed or OrderCancelled; a relay publishes
+them. A saga resumed after a crash cannot end twice, so neither can its event.
+
 Leases: whoever drives a saga (the PlaceOrder that began it, or an instance's resumer)
 holds its lease, `lease_owner` until `lease_until_ns`. Every transition is written only
 while the writer still owns the lease, and renews it; a PENDING order whose lease has
@@ -27,13 +32,16 @@ wait for another instance's write lock: call them through `asyncio.to_thread`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mesh.storage import Database
+from services.common.outbox import OUTBOX_SCHEMA
+from services.order import events
 from services.order.domain import (
+    FINAL_STATUSES,
     Address,
     Money,
     Order,
@@ -93,6 +101,7 @@ _SCHEMA = (
         PRIMARY KEY (order_id, position)
     )
     """,
+    *OUTBOX_SCHEMA,
 )
 
 # Columns the saga added to `orders`, added to a database made before it (with these
@@ -158,6 +167,7 @@ class OrderStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Database(path, _SCHEMA)
+        self._recorded: Callable[[], object] = lambda: None
         with self._db.write() as db:
             present = {row[1] for row in db.execute("PRAGMA table_info(orders)")}
             for column, kind in _ADDED_COLUMNS:
@@ -166,13 +176,23 @@ class OrderStore:
             for statement in _INDEXES:
                 db.execute(statement)
 
+    @property
+    def database(self) -> Database:
+        """The database, for the outbox relay (services.common.messaging.relay_outbox)."""
+        return self._db
+
+    def on_events(self, callback: Callable[[], object]) -> None:
+        """Have `callback` called after each commit that recorded events in the outbox,
+        on the thread that wrote (wake the relay with it)."""
+        self._recorded = callback
+
     def close(self) -> None:
         self._db.close()
 
     def begin(self, order: Order, *, owner: str, lease_until_ns: int) -> bool:
         """Record a new PENDING order with its items and saga steps, its lease held by
         `owner`. Returns False, recording nothing, if its request key is taken by an
-        order that is not CANCELLED (see `key_use`)."""
+        order that is not CANCELLED (see `key_use`). OrderPlaced is recorded with it."""
         with self._db.write() as db:
             if order.request_id and _key_use(db, order.customer_id, order.request_id):
                 return False
@@ -215,6 +235,8 @@ class OrderStore:
                     for position, step in enumerate(order.saga)
                 ],
             )  # fmt: skip
+            events.record_placed(db, order)
+        self._recorded()
         return True
 
     def advance(
@@ -229,7 +251,9 @@ class OrderStore:
         """One transition of a saga, while `owner` holds its lease: write `step` (by
         its name) and the order's `changes` (status, payment_id, shipment_id,
         failure_reason), and hold the lease until `lease_until_ns`. Returns the order
-        as written.
+        as written. The transition that makes the order CONFIRMED or CANCELLED also
+        records its OrderConfirmed or OrderCancelled: once, since nothing is written to
+        an order that is no longer PENDING.
 
         Raises:
             LeaseLost: `owner` does not hold the lease (another driver claimed it), or
@@ -261,7 +285,12 @@ class OrderStore:
                     ),
                 )  # fmt: skip
             order = _find(db, "order_id = ?", (order_id,))
-        assert order is not None
+            assert order is not None
+            ended = order.status in FINAL_STATUSES
+            if ended:
+                events.record_final(db, order)
+        if ended:
+            self._recorded()
         return order
 
     def claim_expired(

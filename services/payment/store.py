@@ -11,6 +11,10 @@ A Charge key is kept either by its payment (`payments.charge_key`) or, when the 
 was declined, in `declines`; the transaction looks in both. A Refund key is kept by the
 payment it refunded (`payments.refund_key`).
 
+The transaction that settles a new key also records its event in the outbox
+(services.payment.events): PaymentCaptured, PaymentDeclined or PaymentRefunded. A retry
+finds the key settled and records nothing.
+
 Reads are quick and never wait for a writer: call them on the event loop. Writes may
 wait for another instance's write lock: call them through `asyncio.to_thread`.
 """
@@ -18,13 +22,14 @@ wait for another instance's write lock: call them through `asyncio.to_thread`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from mesh.problems import NotFound
 from mesh.storage import Database
 from services.common.money import Money
-from services.payment import domain
+from services.common.outbox import OUTBOX_SCHEMA
+from services.payment import domain, events
 from services.payment.domain import ChargeRequest, Decline, Payment, PaymentStatus
 
 __all__ = ["PaymentStore"]
@@ -61,6 +66,7 @@ _SCHEMA = (
         time_ns       INTEGER NOT NULL
     )
     """,
+    *OUTBOX_SCHEMA,
 )
 
 _COLUMNS = (
@@ -76,6 +82,17 @@ class PaymentStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = Database(path, _SCHEMA)
+        self._recorded: Callable[[], object] = lambda: None
+
+    @property
+    def database(self) -> Database:
+        """The database, for the outbox relay (services.common.messaging.relay_outbox)."""
+        return self._db
+
+    def on_events(self, callback: Callable[[], object]) -> None:
+        """Have `callback` called after each commit that recorded events in the outbox,
+        on the thread that wrote (wake the relay with it)."""
+        self._recorded = callback
 
     def close(self) -> None:
         self._db.close()
@@ -98,8 +115,11 @@ class PaymentStore:
         """
         with self._db.write() as db:
             earlier = _charge_by_key(db, request.idempotency_key)
+            new_key = earlier is None
             if earlier is None:
                 earlier = _new_charge(db, request, payment_id, now_ns, decline_reason)
+        if new_key:
+            self._recorded()
         # After the commit: a decline is kept even though it is answered with an error.
         return domain.charge_outcome(earlier, request)
 
@@ -124,6 +144,8 @@ class PaymentStore:
                 " WHERE payment_id = ?",
                 (after.status.value, after.refund_key, after.refund_time_ns, payment_id),
             )
+            events.record_refunded(db, after)
+        self._recorded()
         return after
 
     def get(self, payment_id: str) -> Payment | None:
@@ -177,7 +199,9 @@ def _new_charge(
                 now_ns,
             ),
         )
-        return Decline(request, decline_reason, now_ns)
+        decline = Decline(request, decline_reason, now_ns)
+        events.record_declined(db, decline)
+        return decline
     payment = Payment(
         payment_id=payment_id,
         order_id=request.order_id,
@@ -202,6 +226,7 @@ def _new_charge(
             payment.charge_key,
         ),
     )
+    events.record_captured(db, payment)
     return payment
 
 
