@@ -18,6 +18,13 @@ only the events after it. A snapshot of another state schema is ignored, never m
 Events are never rewritten either: `Upcasters` bring payloads stored under an old schema
 to the newest one as they are read.
 
+Publishing: a store opened with an `outbox_topic` also records every event it appends
+in its transactional outbox (services.common.outbox), in the append's own transaction:
+an event is published if and only if it was stored. It records the event as `read`
+returns it (upcast, so consumers see only the newest schemas), with the stored event's
+id, and `recorded_at` as the time it occurred. The service relays the outbox
+(services.common.messaging.relay_outbox on `database`).
+
 Reads are quick and never wait for a writer: call them on the event loop. Appends may
 wait for another instance's write lock: call them through `asyncio.to_thread`.
 """
@@ -33,8 +40,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from mesh.events import Event
 from mesh.problems import Aborted, quoted
 from mesh.storage import Database
+from services.common.outbox import OUTBOX_SCHEMA, record
 
 __all__ = [
     "READ_ALL_LIMIT",
@@ -201,7 +210,12 @@ class Aggregate(Generic[S]):
 
 class EventStore:
     """Streams of events and their snapshots in one SQLite file. Open with
-    `EventStore(path)`; the schema is created if missing."""
+    `EventStore(path)`; the schema is created if missing.
+
+    Args:
+        outbox_topic: if set, every appended event is also recorded in the outbox (of
+            the same file) for this topic, in the append's transaction.
+    """
 
     def __init__(
         self,
@@ -209,11 +223,19 @@ class EventStore:
         *,
         upcasters: Upcasters | None = None,
         clock: Callable[[], int] = time.time_ns,
+        outbox_topic: str | None = None,
     ) -> None:
         self.path = path
         self._upcasters = upcasters or Upcasters()
         self._clock = clock
-        self._db = Database(path, _SCHEMA)
+        self._outbox_topic = outbox_topic
+        schema = (*_SCHEMA, *OUTBOX_SCHEMA) if outbox_topic is not None else _SCHEMA
+        self._db = Database(path, schema)
+
+    @property
+    def database(self) -> Database:
+        """The SQLite file underneath, for its outbox's relay."""
+        return self._db
 
     def close(self) -> None:
         self._db.close()
@@ -222,11 +244,14 @@ class EventStore:
         self, stream: str, expected_version: int, events: Sequence[NewEvent]
     ) -> list[StoredEvent]:
         """Append `events` to `stream`, which must be at `expected_version` (0: the
-        stream is new), all or none. Returns them as `read` will.
+        stream is new), all or none. Returns them as `read` will. With an outbox
+        topic, they are recorded in the outbox in the same transaction.
 
         Raises:
             ValueError: `stream` is empty, `expected_version` negative, `events` empty,
-                or an event has no type or a schema version below 1.
+                or an event has no type or a schema version below 1 (with an outbox
+                topic: or the stream or type is not printable ASCII, as events on the
+                bus must be); nothing was appended.
             VersionConflict: the stream is at another version; nothing was appended.
         """
         _check_stream(stream)
@@ -266,8 +291,12 @@ class EventStore:
                 if error.sqlite_errorcode != sqlite3.SQLITE_CONSTRAINT_UNIQUE:
                     raise
                 raise VersionConflict(stream, expected_version, actual) from error
-            stored = db.execute(_SELECT_STREAM, (stream, expected_version)).fetchall()
-        return self._events(stored)
+            rows = db.execute(_SELECT_STREAM, (stream, expected_version)).fetchall()
+            stored = self._events(rows)
+            if self._outbox_topic is not None:
+                for appended in stored:
+                    record(db, self._outbox_topic, _published(appended))
+        return stored
 
     def read(self, stream: str, from_version: int = 1) -> list[StoredEvent]:
         """The events of `stream` from `from_version` on, oldest first, upcast."""
@@ -370,6 +399,17 @@ class EventStore:
 
     def _events(self, rows: Sequence[Sequence[Any]]) -> list[StoredEvent]:
         return [self._upcasters.upcast(StoredEvent(*row)) for row in rows]
+
+
+def _published(event: StoredEvent) -> Event:
+    return Event(
+        id=event.event_id,
+        stream=event.stream,
+        type=event.type,
+        data=event.data,
+        occurred_at=event.recorded_at / 1e9,
+        version=event.version,
+    )
 
 
 def _check_stream(stream: str) -> None:

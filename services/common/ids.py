@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from mesh.problems import FieldViolation, InvalidArgument
 
-__all__ = ["CUSTOMER_ID", "REQUEST_ID", "RESOURCE_ID", "IdKind", "key_share"]
+__all__ = ["CUSTOMER_ID", "REQUEST_ID", "RESOURCE_ID", "USER_ID", "IdKind", "key_share"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,13 @@ REQUEST_ID = IdKind(
     "must be 1 to 64 letters, digits or . _ : -, starting with a letter or digit",
 )
 """A caller's idempotency key (a UUID fits)."""
+
+USER_ID = IdKind(
+    re.compile(r"usr-[0-9a-f]{16}"),
+    'must be "usr-" and 16 lowercase hex digits (an id from the auth service)',
+)
+"""Ids of users, as the auth service makes them: user's streams and the read models of
+them are keyed by it."""
 
 
 def key_share(key: str) -> float:

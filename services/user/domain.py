@@ -24,7 +24,7 @@ from mesh.problems import (
     NotFound,
     PreconditionViolation,
 )
-from services.common.ids import IdKind
+from services.common.ids import USER_ID, IdKind
 from services.common.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 __all__ = [
@@ -69,12 +69,6 @@ MAX_EMAIL = 254
 """Characters of the longest email address (RFC 5321's limit on a path, less the <>)."""
 MAX_DISPLAY_NAME = 100
 MAX_REASON = 200
-
-USER_ID = IdKind(
-    re.compile(r"usr-[0-9a-f]{16}"),
-    'must be "usr-" and 16 lowercase hex digits (an id from the auth service)',
-)
-"""Ids of users, as the auth service makes them."""
 
 USERNAME = IdKind(
     re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{2,63}"),

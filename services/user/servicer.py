@@ -45,6 +45,8 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
 
     Args:
         caller_of: who makes a call (mesh.server.Runtime.caller_of).
+        on_appended: called on the event loop after a command appended events (the
+            outbox relay's `notify`, so they are published at once).
     """
 
     def __init__(
@@ -52,9 +54,11 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         store: UserStore,
         *,
         caller_of: Callable[[Context], Caller] = lambda _: Caller(identity=None, user=None),
+        on_appended: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._caller_of = caller_of
+        self._on_appended = on_appended
 
     def _may_act_on(self, context: Context, user_id: str) -> None:
         """Refuse a call through the edge for anyone but its end user.
@@ -73,7 +77,10 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
 
     async def _execute(self, context: Context, command: domain.Command) -> tuple[User, int]:
         self._may_act_on(context, command.user_id)
-        return await asyncio.to_thread(self._store.execute, command)
+        done = await asyncio.to_thread(self._store.run, command)
+        if done.appended:
+            self._on_appended()
+        return done.user, done.version
 
     async def RegisterUser(
         self, request: user_pb2.RegisterUserRequest, context: Context

@@ -21,6 +21,11 @@ store's append fails if any of them appended since. A command that named its exp
 version gets that failure (StaleVersion, ABORTED); one that did not (version 0) is
 decided again on the newer user, a few times.
 
+Publishing: every event appended is also recorded, in the append's transaction, in the
+file's outbox for topic "user" (TOPIC), upcast like every read, for the service to
+relay to the bus (services.common.messaging.relay_outbox on `database`): consumers get
+these same messages, each in its user's stream, with the stored event's id and version.
+
 Reads (`load`, `history`) are quick and never wait for a writer: call them on the
 event loop. `execute` appends, which may wait for another instance's write lock: call
 it through `asyncio.to_thread`.
@@ -30,11 +35,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf.message import Message
 from shop.user.v1 import events_pb2
 
+from mesh.storage import Database
 from services.common.eventstore import (
     Aggregate,
     EventStore,
@@ -54,6 +61,8 @@ __all__ = [
     "SNAPSHOT_SCHEMA_VERSION",
     "SNAPSHOT_TYPE",
     "STREAM_PREFIX",
+    "TOPIC",
+    "Executed",
     "UserStore",
     "decode_event",
     "encode_event",
@@ -65,6 +74,8 @@ __all__ = [
 ]
 
 STREAM_PREFIX = "user-"
+TOPIC = "user"
+"""The topic the service publishes its events on."""
 DEFAULT_SNAPSHOT_EVERY = 50
 ATTEMPTS = 10
 """Times a command without an expected version is decided before a stream that keeps
@@ -222,6 +233,16 @@ def user_aggregate(snapshot_every: int = DEFAULT_SNAPSHOT_EVERY) -> Aggregate[Us
     )
 
 
+@dataclass(frozen=True)
+class Executed:
+    """What a command left: the user and their version, and whether it appended events
+    (then they wait in the outbox for the relay)."""
+
+    user: User
+    version: int
+    appended: bool
+
+
 class UserStore:
     """Users as event streams in one SQLite file shared by every instance. Open with
     `UserStore(path)`; the schema is created if missing.
@@ -240,8 +261,13 @@ class UserStore:
     ) -> None:
         self.path = path
         self.aggregate = user_aggregate(snapshot_every)
-        self.events = EventStore(path, upcasters=upcasters(), clock=clock)
+        self.events = EventStore(path, upcasters=upcasters(), clock=clock, outbox_topic=TOPIC)
         """The event store underneath, for reads the methods here do not cover."""
+
+    @property
+    def database(self) -> Database:
+        """The SQLite file, whose outbox holds the events to publish."""
+        return self.events.database
 
     def close(self) -> None:
         self.events.close()
@@ -260,8 +286,14 @@ class UserStore:
         return self.events.read(stream_of(user_id), from_version)
 
     def execute(self, command: domain.Command) -> tuple[User, int]:
+        """The user and version after `command`, as `run` carries it out."""
+        done = self.run(command)
+        return done.user, done.version
+
+    def run(self, command: domain.Command) -> Executed:
         """Carry out `command` (see domain.decide) on the user as they are now: append
-        its events, if any, and return the user and version after them.
+        its events, if any, and return the user and version after them, and whether it
+        appended.
 
         A change with an expected version is refused if the user is at another one,
         unless it changes nothing (then it returns the user as they are). Without one
@@ -282,7 +314,7 @@ class UserStore:
             new = domain.decide(state, command)
             if not new:
                 assert state is not None, "decide appends to a user who is not registered"
-                return state, version
+                return Executed(state, version, appended=False)
             if expected and expected != version:
                 raise StaleVersion(command.user_id, stream, expected, version)
             try:
@@ -297,4 +329,4 @@ class UserStore:
                 attempt += 1
                 continue
             assert after is not None, "events that decide returned leave a user"
-            return after, version
+            return Executed(after, version, appended=True)
