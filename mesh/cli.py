@@ -16,7 +16,12 @@ v1=90,v2=10` or `--switch v2` sets it and waits until every sidecar routes by it
 `meshctl canary <service> <version>` moves calls to a version step by step and rolls
 back when a method's error rate breaks the bound (exit 1); `meshctl policy <service>`
 says which data plane applies which of its policies; `meshctl apply` pushes mesh.yaml's
-authz table. `--json` output of traffic and policy, like status's, only gains fields.
+authz table; `meshctl fault <service> <method> --fail 30` fails (or `--delay 200`
+delays) a share of a method's calls in every instance, until `--clear`. `--json`
+output of traffic, policy and fault, like status's, only gains fields.
+
+`meshctl events <stream>` prints a stream's events from the broker, oldest first, each
+payload as proto3 JSON (`--json`: one array); exit 1 if it has none.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from typing import Any, TypeVar
 
 from mesh.codegen import CodegenError, Layout, check, generate, stage_third_party
 from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config, mesh_schema
-from mesh.errors import ConfigError, MeshError, RegistryUnavailable
+from mesh.errors import BrokerUnavailable, ConfigError, MeshError, RegistryUnavailable
 from mesh.identity import ensure_certificates
 from mesh.registry import EtcdClient
 from mesh.state import SUPERVISOR_MARKERS, etcd_endpoint, process_running
@@ -47,6 +52,7 @@ from mesh.supervisor import (
     ControlRequest,
     DemoError,
     DemoStep,
+    EventDecoder,
     InstanceStatus,
     MeshAlreadyRunning,
     MeshState,
@@ -56,14 +62,22 @@ from mesh.supervisor import (
     TokenError,
     TrafficReport,
     apply_authz,
+    clear_faults,
     clear_state,
+    default_descriptor_set,
+    events_text,
+    fault_report,
+    fault_report_text,
     fetch_token,
+    format_fault,
     format_weights,
     live_weights,
     log_tail,
     mesh_status,
     parse_error_rate,
+    parse_fault,
     parse_interval,
+    parse_method,
     parse_steps,
     parse_weights,
     policy_rows,
@@ -72,7 +86,10 @@ from mesh.supervisor import (
     run_canary,
     run_demo,
     send_command,
+    set_fault,
     set_weights,
+    show_events,
+    stream_events,
     supervisor_status,
     traffic_report,
 )
@@ -745,6 +762,99 @@ def cmd_apply(config: MeshConfig, args: argparse.Namespace) -> int:
     return _live(config, work)
 
 
+# -- fault / events ---------------------------------------------------------------------
+
+
+_EVERY_METHOD = "*"  # `--clear` without a method
+
+
+def _fault_method(args: argparse.Namespace) -> str | None:
+    """The method `meshctl fault` is about (as `METHOD` or as `--clear METHOD`)."""
+    method: str | None = args.method
+    cleared: str | None = args.clear
+    if cleared in (None, _EVERY_METHOD):
+        return method
+    if method is not None and method != cleared:
+        raise ConfigError("--clear", f"names {cleared}, METHOD {method}: give one")
+    return cleared
+
+
+def cmd_fault(config: MeshConfig, args: argparse.Namespace) -> int:
+    given = [args.fail, args.status, args.delay, args.delay_percent]
+    clearing = args.clear is not None
+    try:
+        config.service(args.service)
+        method = _fault_method(args)
+        if clearing and any(value is not None for value in given):
+            raise ConfigError("--clear", "clears a fault: give no --fail, --status or --delay")
+        if method is not None:
+            parse_method(method)
+        setting = method is not None and not clearing
+        if not setting and any(value is not None for value in given):
+            raise ConfigError("METHOD", "name the method whose calls the fault is for")
+        fault = (
+            parse_fault(
+                fail=args.fail,
+                status=args.status,
+                delay=args.delay,
+                delay_percent=args.delay_percent,
+            )
+            if setting
+            else None
+        )
+    except ConfigError as error:
+        return _fail(str(error), code=2)
+
+    async def work(etcd: EtcdClient) -> int:
+        if clearing:
+            cleared, report = await clear_faults(config, etcd, args.service, method)
+            if args.json:
+                print(json.dumps({"cleared": cleared, **report.to_json()}, indent=2))
+                return 0
+            what = ", ".join(cleared) if cleared else "nothing (etcd held no such fault)"
+            _say(f"{args.service}: cleared {what}; mesh.yaml's faults hold again")
+        elif fault is not None and method is not None:
+            report = await set_fault(config, etcd, args.service, method, fault)
+            if args.json:
+                print(json.dumps(report.to_json(), indent=2))
+                return 0
+            _say(f"{args.service} {method}: {format_fault(fault)}, written to etcd")
+            _say(
+                f"every instance of {args.service} applies it within about a second, "
+                "over mesh.yaml's; `--clear` removes it"
+            )
+        else:
+            report = await fault_report(config, etcd, args.service)
+            if args.json:
+                print(json.dumps(report.to_json(), indent=2))
+                return 0
+        _say(fault_report_text(report))
+        return 0
+
+    return _live(config, work)
+
+
+def cmd_events(config: MeshConfig, args: argparse.Namespace) -> int:
+    if args.limit is not None and args.limit < 1:
+        return _fail(f"--limit: at least 1, got {args.limit}", code=2)
+    decoder = EventDecoder(default_descriptor_set())
+    try:
+        events = asyncio.run(stream_events(config, args.stream, topic=args.topic, limit=args.limit))
+    except BrokerUnavailable as error:
+        return _fail(f"cannot reach the event broker: {error}")
+    except ValueError as error:  # the topic is no topic name
+        return _fail(f"--topic: {error}", code=2)
+    if not events:
+        where = f" in topic {args.topic!r}" if args.topic else ""
+        return _fail(f"the broker holds no events of stream {args.stream!r}{where}")
+    shown = show_events(events, decoder)
+    if args.json:
+        print(json.dumps([item.to_json() for item in shown], indent=2, ensure_ascii=False))
+    else:
+        print(events_text(shown))
+    return 0
+
+
 # -- config schema --------------------------------------------------------------------
 
 SCHEMA_FILE = "mesh.schema.json"
@@ -989,6 +1099,48 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "apply", help="validate mesh.yaml and apply its authz table to the running mesh"
     ).set_defaults(handler=cmd_apply)
+
+    fault = commands.add_parser(
+        "fault",
+        help="show, set or clear the faults SERVICE's instances inject into a method's calls",
+    )
+    fault.add_argument("service")
+    fault.add_argument(
+        "method", nargs="?", help="e.g. GetProduct or shop.product.v1.ProductService/GetProduct"
+    )
+    fault.add_argument(
+        "--fail", type=float, metavar="PERCENT", help="share of calls that fail (0-100)"
+    )
+    fault.add_argument(
+        "--status", metavar="CODE", help="gRPC status of a failed call (default UNAVAILABLE)"
+    )
+    fault.add_argument(
+        "--delay", type=int, metavar="MS", help="milliseconds a delayed call waits first"
+    )
+    fault.add_argument(
+        "--delay-percent",
+        type=float,
+        metavar="PERCENT",
+        help="share of calls delayed (default 100 once --delay is given)",
+    )
+    fault.add_argument(
+        "--clear",
+        nargs="?",
+        const=_EVERY_METHOD,
+        metavar="METHOD",
+        help="remove METHOD's live fault (every method's without one): mesh.yaml's holds",
+    )
+    fault.add_argument("--json", action="store_true", help="print JSON for scripts")
+    fault.set_defaults(handler=cmd_fault)
+
+    events = commands.add_parser(
+        "events", help="print STREAM's events from the broker, oldest first, payloads as JSON"
+    )
+    events.add_argument("stream", help="e.g. user-usr-0123456789abcdef or order-<id>")
+    events.add_argument("--topic", help="read only this topic (e.g. user): faster")
+    events.add_argument("--limit", type=int, metavar="N", help="only the stream's N newest events")
+    events.add_argument("--json", action="store_true", help="print one JSON array for scripts")
+    events.set_defaults(handler=cmd_events)
 
     commands.add_parser(
         "certs", help="create the CA and certificates (keeps valid ones)"

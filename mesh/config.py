@@ -51,8 +51,11 @@ __all__ = [
     "CONTROLPLANE_IDENTITY",
     "DATAPLANES",
     "EDGE_IDENTITY",
+    "FAULT_STATUSES",
     "JSON_SCHEMA_DIALECT",
     "LOG_LEVELS",
+    "MAX_FAULT_DELAY_MS",
+    "METHOD_NAME",
     "USER_METADATA_KEY",
     "AuthzRule",
     "BreakerPolicy",
@@ -66,6 +69,7 @@ __all__ = [
     "MeshConfig",
     "MeshDocument",
     "MeshSection",
+    "MethodFault",
     "NoSettings",
     "OutlierPolicy",
     "RateLimitPolicy",
@@ -294,6 +298,105 @@ class FaultPolicy:
     (runtime key fault.abort_grpc_status)."""
 
 
+_FaultStatus = Literal[
+    "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED",
+]  # fmt: skip
+FAULT_STATUSES: tuple[str, ...] = get_args(_FaultStatus)
+"""The gRPC code names an injected failure may have: every one but OK."""
+MAX_FAULT_DELAY_MS = 60_000
+"""The longest injected delay: a minute, far beyond any call's deadline here."""
+
+
+def _fault_status(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    name = value.strip().upper()
+    if name == "OK":
+        raise ValueError("OK is no failure: name another gRPC code, e.g. UNAVAILABLE")
+    return name
+
+
+@dataclass(frozen=True, config=_SECTION)
+class MethodFault:
+    """Faults every instance of a service injects into calls of one of its methods,
+    before the handler runs, on both data planes: a share of the calls fails with
+    `status`, a share waits `delay_ms` first (never past the call's deadline). The two
+    are drawn apart: a call may be delayed, then fail."""
+
+    fail_percent: StrictFloat = Field(default=0.0, ge=0, le=100)
+    """Share of calls that fail, in percent."""
+    status: Annotated[_FaultStatus, BeforeValidator(_fault_status)] = "UNAVAILABLE"
+    """gRPC status of a failed call: a code name other than OK (any case)."""
+    delay_ms: StrictInt = Field(default=0, ge=0, le=MAX_FAULT_DELAY_MS)
+    """Milliseconds a delayed call waits before its handler runs."""
+    delay_percent: StrictFloat = Field(default=100.0, ge=0, le=100)
+    """Share of calls delayed, in percent (every call, unless given, once delay_ms is)."""
+
+    @property
+    def injects(self) -> bool:
+        """Whether it fails or delays any call at all."""
+        return self.fail_percent > 0 or (self.delay_ms > 0 and self.delay_percent > 0)
+
+
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+METHOD_NAME = Matches(
+    re.compile(rf"{_IDENT}|{_IDENT}(\.{_IDENT})*/{_IDENT}"),
+    "a method's name, e.g. Charge or shop.payment.v1.PaymentService/Charge",
+)
+"""How faults name a method: its short RPC name, or "pkg.Service/Method"."""
+_MethodName = Annotated[StrictStr, METHOD_NAME]
+
+
+def _faults_by_method(value: object) -> object:
+    """`faults:` written as a list of entries that each name their `method`, as the
+    mapping by method it stands for; None (`faults:` alone) is no fault."""
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        return value
+    by_method: dict[object, object] = {}
+    for index, entry in enumerate(value):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("method"), str):
+            raise ValueError(
+                f"entry {index} names no method, e.g. {{method: Charge, fail_percent: 30}}"
+            )
+        fields = {key: item for key, item in entry.items() if key != "method"}
+        if entry["method"] in by_method:
+            raise ValueError(f"entry {index}: {_shown(entry['method'])} is listed twice")
+        by_method[entry["method"]] = fields
+    return by_method
+
+
+class _MappingOrList:
+    """The JSON Schema of `faults:`: the mapping by method, or the list of entries that
+    each name their `method` beside a MethodFault's keys."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        mapping = handler(schema)  # {"patternProperties": {<method name>: <fault's $ref>}}
+        ((pattern, fault_ref),) = mapping["patternProperties"].items()
+        fault = handler.resolve_ref_schema(fault_ref)
+        entry = {
+            "type": "object",
+            "properties": {
+                "method": {"type": "string", "pattern": pattern},
+                **fault["properties"],
+            },
+            "required": ["method"],
+            "additionalProperties": False,
+        }
+        return {
+            "anyOf": [
+                {**mapping, "additionalProperties": False},  # a bad name matches no pattern
+                {"type": "array", "items": entry},
+            ]
+        }
+
+
 @dataclass(frozen=True, config=_SECTION)
 class RateLimitPolicy:
     """A token bucket on the service's own sidecar, shared by all its callers; declared
@@ -372,10 +475,11 @@ class EventsSettings:
 
     broker: _Broker = "nats"
     """Which broker and adapter: "nats" (NATS JetStream, which meshctl up can run
-    embedded). "rabbitmq" is reserved for the second adapter, not built yet: choosing it
-    fails when a bus is made."""
+    embedded) or "rabbitmq" (RabbitMQ 3.9+ streams, which meshctl up does not embed:
+    it needs an `endpoint`, or making a bus fails)."""
     endpoint: StrictStr = ""
-    """host:port of a broker to use; empty: meshctl up starts one."""
+    """host:port of a broker to use (rabbitmq: or an amqp:// URL with credentials);
+    empty: meshctl up starts one (nats only)."""
     port: _Port = 4222
     """The embedded broker's client port; 0: any free port, kept across its restarts."""
 
@@ -439,6 +543,15 @@ class ServiceSection:
     policy: Annotated[TrafficPolicy, _NONE_IS_EMPTY] = TrafficPolicy()
     """How callers reach the service: timeouts, retries, limits, outlier detection,
     version weights, faults and rate limit."""
+    faults: Annotated[
+        dict[_MethodName, Annotated[MethodFault, _NONE_IS_EMPTY]],
+        BeforeValidator(_faults_by_method),
+        _MappingOrList(),
+    ] = Field(default_factory=dict)
+    """Faults the instances inject per method of their own gRPC services, on both data
+    planes, e.g. {Charge: {fail_percent: 30, status: UNAVAILABLE}}, or a list of such
+    entries that each name their `method`; `meshctl fault` overrides a method's at run
+    time. (`policy.faults` is the sidecar's, for every method at once.)"""
 
     @model_validator(mode="before")
     @classmethod
@@ -563,6 +676,8 @@ class ServiceSpec:
     versions: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """Instances per version, in mesh.yaml's order (default: `version`: `replicas`)."""
     policy: TrafficPolicy = dataclasses.field(default_factory=TrafficPolicy)
+    faults: Mapping[str, MethodFault] = dataclasses.field(default_factory=dict)
+    """Faults per method, by the name mesh.yaml gives it (short or full)."""
 
     @property
     def running_versions(self) -> Mapping[str, int]:
@@ -710,6 +825,7 @@ def _service(name: str, section: ServiceSection) -> ServiceSpec:
         settings=section.settings,
         versions=versions,
         policy=section.policy,
+        faults=section.faults,
     )
 
 

@@ -11,6 +11,8 @@
     │   ├── NoEndpoints          no instance of the service is registered
     │   └── CircuitOpen          every candidate endpoint's breaker is open
     ├── CodegenError             (mesh.codegen) protoc failed, or an import is missing
+    ├── DemoError                (mesh.supervisor) `meshctl demo`: a step did not go as
+    │                            the shop promises
     ├── MeshAlreadyRunning       (mesh.supervisor) a mesh runs from this folder already
     ├── ProtocolError            (mesh.supervisor) the supervisor's control channel got
     │                            a line its protocol does not allow

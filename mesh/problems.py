@@ -24,6 +24,7 @@ from google.rpc import error_details_pb2, status_pb2
 __all__ = [
     "DEPENDENCY_FAILED",
     "ERROR_DOMAIN",
+    "INJECTED_FAULT",
     "MALFORMED_REQUEST",
     "MAX_MESSAGE",
     "MAX_QUOTED",
@@ -34,6 +35,7 @@ __all__ = [
     "DependencyFailed",
     "FailedPrecondition",
     "FieldViolation",
+    "InjectedFault",
     "InvalidArgument",
     "MalformedRequest",
     "NotFound",
@@ -64,6 +66,9 @@ DEPENDENCY_FAILED = "DEPENDENCY_FAILED"
 neither retry it nor count it against the instance (mesh.client)."""
 MALFORMED_REQUEST = "MALFORMED_REQUEST"
 """ErrorInfo reason: the request's bytes are not the method's request message."""
+INJECTED_FAULT = "INJECTED_FAULT"
+"""ErrorInfo reason: the instance failed the call on purpose (mesh.yaml's faults or
+`meshctl fault`), for a demo or a test."""
 
 
 def bounded(text: str, limit: int = MAX_QUOTED) -> str:
@@ -271,6 +276,18 @@ class MalformedRequest(_Reasoned):
             " as that message, or one of its strings is not UTF-8",
             message_type=message_type,
         )
+
+
+class InjectedFault(_Reasoned):
+    """A call failed on purpose, with the status its fault names (metadata `method`:
+    "pkg.Service/Method"), so that callers and tests can tell it from a real failure."""
+
+    reason = INJECTED_FAULT
+
+    def __init__(self, code: grpc.StatusCode, method: str, message: str) -> None:
+        self.code = code
+        self.method = method
+        super().__init__(message, method=method)
 
 
 def error_reason(status: status_pb2.Status) -> str | None:

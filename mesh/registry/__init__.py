@@ -2,6 +2,7 @@
 
 from mesh.registry._discovery import EndpointSource, EtcdDiscovery, decode_endpoints, watch_tree
 from mesh.registry._etcd import Change, EtcdClient
+from mesh.registry._faults import LiveFaults, decode_fault, encode_fault
 from mesh.registry._live import (
     LivePolicy,
     decode_authz,
@@ -13,6 +14,8 @@ from mesh.registry._model import (
     Endpoint,
     authz_key,
     controlplane_key,
+    fault_key,
+    faults_root,
     instance_key,
     service_prefix,
     services_root,
@@ -28,15 +31,20 @@ __all__ = [
     "EndpointSource",
     "EtcdClient",
     "EtcdDiscovery",
+    "LiveFaults",
     "LivePolicy",
     "Registration",
     "authz_key",
     "controlplane_key",
     "decode_authz",
     "decode_endpoints",
+    "decode_fault",
     "decode_weights",
     "encode_authz",
+    "encode_fault",
     "encode_weights",
+    "fault_key",
+    "faults_root",
     "instance_key",
     "service_prefix",
     "services_root",

@@ -10,6 +10,8 @@ __all__ = [
     "Endpoint",
     "authz_key",
     "controlplane_key",
+    "fault_key",
+    "faults_root",
     "instance_key",
     "service_prefix",
     "services_root",
@@ -103,3 +105,15 @@ def controlplane_key(prefix: str) -> str:
 def xds_status_root(prefix: str) -> str:
     """Key prefix of each sidecar's xDS status as the control plane last saw it."""
     return f"{prefix}/xds/"
+
+
+def faults_root(prefix: str, service: str) -> str:
+    """Key prefix of `service`'s live per-method faults (`meshctl fault`), one key per
+    method; a method without one has mesh.yaml's fault, if any."""
+    return f"{prefix}/faults/{service}/"
+
+
+def fault_key(prefix: str, service: str, method: str) -> str:
+    """The live fault of `method` (named as given: `Charge`, or
+    `shop.payment.v1.PaymentService/Charge`), a JSON MethodFault."""
+    return faults_root(prefix, service) + method

@@ -3,6 +3,7 @@ the sidecar (an Envoy per instance) it runs with `dataplane: sidecar`."""
 
 from mesh.server._caller import Caller, CallerOf
 from mesh.server._envoy import EnvoyProcess
+from mesh.server._faults import FaultInjector
 from mesh.server._interceptor import MeshInterceptor, Registrar
 from mesh.server._runtime import InstanceSettings, Runtime, run_service, serve
 from mesh.server._sidecar import Sidecar, SidecarSockets
@@ -11,6 +12,7 @@ __all__ = [
     "Caller",
     "CallerOf",
     "EnvoyProcess",
+    "FaultInjector",
     "InstanceSettings",
     "MeshInterceptor",
     "Registrar",

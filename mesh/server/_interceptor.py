@@ -2,8 +2,9 @@
 request (bytes that are not the message get INVALID_ARGUMENT, counted like any call),
 RED metrics, the deadline handed on to downstream calls, the one table that turns
 exceptions into gRPC statuses (a downstream failure the mesh client could not retry
-away becomes DependencyFailed, so callers do not retry it again), and the choice of
-which calls OpenTelemetry traces.
+away becomes DependencyFailed, so callers do not retry it again), the faults injected
+on purpose (mesh.server._faults: one dict lookup per call, and only when some method
+has one), and the choice of which calls OpenTelemetry traces.
 
 Each handler is wrapped once, as servicers register them
 (`MeshInterceptor.registrar(server)`), and registered with the server as it is: calls
@@ -35,6 +36,7 @@ from mesh.problems import (
     Problem,
     bounded,
 )
+from mesh.server._faults import ArmedFault, FaultInjector
 from mesh.telemetry import (
     HeadSampler,
     MethodMetrics,
@@ -151,6 +153,7 @@ class _Guard:
         tracing: grpc.aio.ServerInterceptor | None,
         sampler: HeadSampler | None,
         caller_sans: CallerSans,
+        faults: FaultInjector | None = None,
     ) -> None:
         self.method = method
         self.stats = stats
@@ -165,6 +168,9 @@ class _Guard:
         """Whether a call is traced, from its metadata (None: never; see HeadSampler)."""
         self.request_type = _request_type(method)
         self.caller_sans = caller_sans
+        self.faults = faults
+        # The injector's armed faults (one dict, changed in place), or one that stays empty.
+        self.armed: dict[str, ArmedFault] = faults.armed if faults is not None else {}
         # The caller's SANs, as grpc hands them over, -> the decision for this method,
         # while the table is at generation `_generation`.
         self._decisions: dict[tuple[bytes, ...], Decision] = {}
@@ -250,6 +256,11 @@ class _Guard:
             await context.send_initial_metadata(())
         await context.abort(code, message, trailing_metadata=trailing)
 
+    async def inject(self, fault: ArmedFault, context: Context) -> None:
+        """The armed `fault`, on this call (raises InjectedFault if it fails)."""
+        assert self.faults is not None  # only its own dict arms anything
+        await self.faults.inject(fault, context)
+
     def finished(self, context: Context, started: float) -> None:
         """Count a call whose handler returned: OK, unless it set another code."""
         code = context.code()
@@ -277,6 +288,7 @@ class _Guard:
         """
         stats, clock, refuse = self.stats, time.perf_counter, self.refusal
         decode = None if handler.request_streaming else handler.request_deserializer
+        armed, method = self.armed, self.method
 
         async def handle(request: Any, context: Context, admitted_at: float | None = None) -> Any:
             if admitted_at is None:
@@ -296,6 +308,8 @@ class _Guard:
                 except Exception:
                     await self.fail(MalformedRequest(self.request_type), context, started)
             try:
+                if armed and (fault := armed.get(method)) is not None:
+                    await self.inject(fault, context)
                 response = await behavior(request, context)
             except (Exception, asyncio.CancelledError) as error:
                 await self.fail(error, context, started)
@@ -341,6 +355,8 @@ class _Guard:
                 except Exception:
                     await self.fail(MalformedRequest(self.request_type), context, started)
             try:
+                if self.armed and (fault := self.armed.get(self.method)) is not None:
+                    await self.inject(fault, context)
                 async for item in behavior(request, context):
                     yield item
             except (Exception, asyncio.CancelledError, GeneratorExit) as error:
@@ -387,7 +403,8 @@ class MeshInterceptor:
     A call is authorised and counted first; if it is traced (the `sampler` picked it,
     or its caller's traceparent asks), the rest of it (the servicer, error mapping,
     its latency's end) runs inside the span of the `tracing` interceptor
-    (OpenTelemetry's). A call not traced never enters it.
+    (OpenTelemetry's). A call not traced never enters it. With `faults`, an admitted
+    call of a method that has a fault armed may be delayed or failed before its handler.
     """
 
     def __init__(
@@ -398,12 +415,14 @@ class MeshInterceptor:
         tracing: grpc.aio.ServerInterceptor | None = None,
         sampler: HeadSampler | None = None,
         caller_sans: CallerSans | None = None,
+        faults: FaultInjector | None = None,
     ) -> None:
         self._authz = authz
         self._metrics = metrics
         self._tracing = tracing
         self._sampler = sampler
         self._caller_sans = caller_sans or peer_sans
+        self._faults = faults
 
     @property
     def caller_sans(self) -> CallerSans:
@@ -420,6 +439,7 @@ class MeshInterceptor:
             self._tracing,
             self._sampler,
             self._caller_sans,
+            self._faults,
         )
         return guard.guarded(handler)
 

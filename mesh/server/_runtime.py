@@ -12,7 +12,8 @@ registering (etcd unreachable, say) ends it at once, exit code 0.
 With `dataplane: sidecar` the app listens only on its Unix socket, and what it
 registers is its sidecar's inbound mTLS address (see mesh.server._sidecar); the
 caller's identity then comes from the sidecar's x-forwarded-client-cert. Both data
-planes follow the live authz table in etcd (`meshctl apply`), on open connections too.
+planes follow the live authz table in etcd (`meshctl apply`), on open connections too,
+and the service's live faults (`meshctl fault`) over mesh.yaml's, from the next call.
 """
 
 from __future__ import annotations
@@ -54,8 +55,16 @@ from mesh.config import (
 from mesh.errors import MeshError
 from mesh.events import EventBus, event_bus
 from mesh.identity import IdentityFiles, server_credentials
-from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, LivePolicy, Registration
+from mesh.registry import (
+    Endpoint,
+    EtcdClient,
+    EtcdDiscovery,
+    LiveFaults,
+    LivePolicy,
+    Registration,
+)
 from mesh.server._caller import CallerOf
+from mesh.server._faults import FaultInjector
 from mesh.server._interceptor import MeshInterceptor, Registrar, forwarded_sans, peer_sans
 from mesh.server._sidecar import Sidecar, SidecarSockets
 from mesh.state import etcd_endpoint
@@ -123,6 +132,7 @@ class Runtime:
         self.client = client
         self.tracer = tracer  # for the service's own spans, children of the call's span
         self.service_names: list[str] = []
+        self._services: list[ServiceDescriptor] = []
         self.metadata: dict[str, str] = {}
         """Registered with the instance (say, the URL of a listener of the service's
         own); `meshctl status` shows some keys (`url`)."""
@@ -150,6 +160,11 @@ class Runtime:
         handlers are guarded (authz, metrics, deadlines, errors, tracing) as it is added."""
         adder(servicer, self._registrar)
         self.service_names.append(descriptor.full_name)
+        self._services.append(descriptor)
+
+    def own_methods(self) -> list[str]:
+        """Every method of the services added so far, as "pkg.Service/Method"."""
+        return [f"{s.full_name}/{m.name}" for s in self._services for m in s.methods]
 
     async def event_bus(self) -> EventBus:
         """The mesh's event bus, connected on first use and closed with the instance.
@@ -204,12 +219,16 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
     )
     authz = AuthzTable(config.authz, config.trust_domain, config.namespace)
     live.listen(lambda: authz.replace(live.authz))
+    faults = FaultInjector(spec.name, spec.faults, registry)
+    live_faults = LiveFaults(etcd, config.etcd.prefix, spec.name)
+    live_faults.listen(lambda: faults.set_live(live_faults.faults))
     interceptor = MeshInterceptor(
         authz,
         ServerMetrics(registry),
         tracing=aio_server_interceptor(tracer_provider=provider),  # type: ignore[no-untyped-call]
         sampler=HeadSampler(config.telemetry.trace_sample_ratio),
         caller_sans=forwarded_sans if sidecar_mode else peer_sans,
+        faults=faults,
     )
     server = grpc.aio.server(
         # Without this a second instance could bind the same fixed port and split its traffic.
@@ -231,6 +250,8 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
     live.start()
     try:
         await setup(runtime)
+        faults.bind(runtime.own_methods())  # not health's nor reflection's: never faulted
+        live_faults.start()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)  # type: ignore[arg-type]
         names = [*runtime.service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
@@ -321,6 +342,7 @@ async def serve(settings: InstanceSettings, setup: Setup, stop: asyncio.Event) -
             await sidecar.aclose()  # after the app: its last calls went out through it
         await runtime.close()
         await client.aclose()
+        await live_faults.aclose()
         await live.aclose()
         await etcd.aclose()
         if metrics is not None:

@@ -1,7 +1,8 @@
 """Process supervision: etcd, the event broker, the control plane and service
 instances as child processes, restarted with backoff when they die, for meshctl and tests; the control channel meshctl uses to
 ask a running supervisor for a rolling restart; and the live traffic commands (version
-weights, canaries, the policy table, `meshctl apply`)."""
+weights, canaries, the policy table, `meshctl apply`, per-method faults) and
+`meshctl events`."""
 
 from mesh.process import find_binary, free_port, log_tail, relative_path, stop_process
 from mesh.state import InstanceRecord, MeshState, clear_state, read_state, write_state
@@ -25,6 +26,25 @@ from mesh.supervisor._control import ControlEvent, ControlRequest, ProtocolError
 from mesh.supervisor._controlplane import ControlPlaneServer
 from mesh.supervisor._demo import DemoError, DemoStep, run_demo
 from mesh.supervisor._etcd_server import EtcdServer
+from mesh.supervisor._events_cli import (
+    EventDecoder,
+    ShownEvent,
+    default_descriptor_set,
+    events_text,
+    show_events,
+    stream_events,
+)
+from mesh.supervisor._faults import (
+    FaultReport,
+    clear_faults,
+    fault_report,
+    fault_report_text,
+    format_fault,
+    live_faults,
+    parse_fault,
+    parse_method,
+    set_fault,
+)
 from mesh.supervisor._health import check_health
 from mesh.supervisor._instance import InstanceProcess
 from mesh.supervisor._nats_server import NatsServer
@@ -69,6 +89,8 @@ __all__ = [
     "DemoError",
     "DemoStep",
     "EtcdServer",
+    "EventDecoder",
+    "FaultReport",
     "InstanceProcess",
     "InstanceRecord",
     "InstanceStatus",
@@ -80,6 +102,7 @@ __all__ = [
     "ProtocolError",
     "RestartPolicy",
     "Rollout",
+    "ShownEvent",
     "Sidecar",
     "SidecarTraffic",
     "StepResult",
@@ -93,19 +116,28 @@ __all__ = [
     "apply_weights",
     "canary_weights",
     "check_health",
+    "clear_faults",
     "clear_state",
     "cluster_stats",
+    "default_descriptor_set",
+    "events_text",
+    "fault_report",
+    "fault_report_text",
     "fetch_token",
     "find_binary",
+    "format_fault",
     "format_weights",
     "free_port",
     "judge",
     "known_versions",
+    "live_faults",
     "live_weights",
     "log_tail",
     "mesh_status",
     "parse_error_rate",
+    "parse_fault",
     "parse_interval",
+    "parse_method",
     "parse_steps",
     "parse_weights",
     "policy_rows",
@@ -117,10 +149,13 @@ __all__ = [
     "run_demo",
     "runtime_overrides",
     "send_command",
+    "set_fault",
     "set_weights",
+    "show_events",
     "sidecars_of",
     "stable_version",
     "stop_process",
+    "stream_events",
     "supervisor_status",
     "switch_weights",
     "traffic_report",
