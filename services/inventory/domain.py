@@ -23,6 +23,7 @@ from services.common.items import item_violations
 __all__ = [
     "MAX_QUANTITY",
     "MAX_REASON",
+    "PRODUCT",
     "RESERVATION",
     "STOCK",
     "Reservation",
@@ -41,6 +42,9 @@ __all__ = [
 
 RESERVATION = "shop.inventory.v1.Reservation"
 """Resource type named in NOT_FOUND and ALREADY_EXISTS details."""
+
+PRODUCT = "shop.product.v1.Product"
+"""Resource type named in NOT_FOUND details: a product inventory has not learnt of."""
 
 STOCK = "STOCK"
 """PreconditionViolation type for a product whose stock does not allow the request."""

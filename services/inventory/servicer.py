@@ -7,6 +7,7 @@ them into statuses with details.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -28,10 +29,17 @@ _STATES = {
 
 
 class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
-    """Stock and reservations, backed by an InventoryStore."""
+    """Stock and reservations, backed by an InventoryStore.
 
-    def __init__(self, store: InventoryStore) -> None:
+    `on_changed` is called after each write that may have changed stock (the outbox
+    relay's `notify`, so its StockChanged events are published at once).
+    """
+
+    def __init__(
+        self, store: InventoryStore, *, on_changed: Callable[[], None] | None = None
+    ) -> None:
         self._store = store
+        self._on_changed = on_changed or (lambda: None)
 
     async def GetStock(
         self, request: inventory_pb2.GetStockRequest, context: Context
@@ -47,6 +55,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         level = await asyncio.to_thread(
             self._store.adjust, request.product_id, request.delta, request.reason
         )
+        self._on_changed()
         return inventory_pb2.AdjustStockResponse(stock=encode_stock(level))
 
     async def ReserveStock(
@@ -55,6 +64,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         items = [ReservationItem(item.product_id, item.quantity) for item in request.items]
         domain.validate_reservation(request.order_id, items)
         reservation = await asyncio.to_thread(self._store.reserve, request.order_id, items)
+        self._on_changed()
         return inventory_pb2.ReserveStockResponse(reservation=encode_reservation(reservation))
 
     async def ReleaseStock(
@@ -62,6 +72,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
     ) -> inventory_pb2.ReleaseStockResponse:
         order_id = domain.require_order_id(request.order_id)
         reservation = await asyncio.to_thread(self._store.release, order_id)
+        self._on_changed()
         return inventory_pb2.ReleaseStockResponse(reservation=encode_reservation(reservation))
 
     async def GetReservation(

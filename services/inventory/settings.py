@@ -26,5 +26,6 @@ class InventorySettings(BaseModel):
     opening_stock: dict[ProductId, Annotated[StrictInt, Field(ge=0)]] = Field(
         default_factory=dict, json_schema_extra={"additionalProperties": False}
     )
-    """Units on hand, by product id, that a product inventory has never stocked gets at
-    start-up, in inventory's own database (once, whichever instance starts first)."""
+    """Units on hand, by product id, that a product inventory has never stocked gets
+    when inventory learns of it from product's events (or at start-up, if it knew the
+    product already), in inventory's own database: once, whichever instance does it."""

@@ -7,6 +7,12 @@ across processes. CHECK constraints restate the invariant (0 <= reserved <= on_h
 
 Reads are quick and never wait for a writer: call them on the event loop. Writes may
 wait for another instance's write lock: call them through `asyncio.to_thread`.
+
+Stock is kept only for products the store knows (`known_products`, learnt from
+product's events by `learn_product`): changing the stock of any other is NOT_FOUND.
+Every change of a product's stock records a StockChanged event (topic TOPIC, stream
+"stock-<product_id>", the stream's next version) in the change's own transaction, in
+the file's outbox (services.common.outbox), for the service to relay to the bus.
 """
 
 from __future__ import annotations
@@ -16,12 +22,19 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from shop.inventory.v1 import events_pb2
+
 from mesh.problems import NotFound
 from mesh.storage import Database
+from services.common.messaging import new_event
+from services.common.outbox import OUTBOX_SCHEMA, next_version, record
 from services.inventory import domain
 from services.inventory.domain import Reservation, ReservationItem, ReservationState, StockLevel
 
-__all__ = ["InventoryStore"]
+__all__ = ["TOPIC", "InventoryStore"]
+
+TOPIC = "inventory"
+"""The topic inventory's events are published on."""
 
 _SCHEMA = (
     """
@@ -57,6 +70,13 @@ _SCHEMA = (
         UNIQUE (order_id, product_id)
     )
     """,
+    """
+    CREATE TABLE IF NOT EXISTS known_products (
+        product_id TEXT PRIMARY KEY,
+        learnt_ns  INTEGER NOT NULL
+    )
+    """,
+    *OUTBOX_SCHEMA,
 )
 
 
@@ -68,11 +88,36 @@ class InventoryStore:
         self.path = path
         self._db = Database(path, _SCHEMA)
 
+    @property
+    def database(self) -> Database:
+        """The SQLite file, whose outbox holds the events to publish."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 
+    def knows(self, product_id: str) -> bool:
+        """Whether the store has learnt of the product."""
+        rows = self._db.query("SELECT 1 FROM known_products WHERE product_id = ?", (product_id,))
+        return bool(rows)
+
+    def learn_product(self, product_id: str, opening_stock: int | None, reason: str) -> bool:
+        """Know the product from now on and, if `opening_stock` is given and it was never
+        stocked, give it those units. Idempotent: learning a product again (an event
+        delivered twice) changes nothing. Returns whether the product was new.
+        """
+        with self._db.write() as db:
+            inserted = db.execute(
+                "INSERT INTO known_products (product_id, learnt_ns) VALUES (?, ?)"
+                " ON CONFLICT (product_id) DO NOTHING",
+                (product_id, time.time_ns()),
+            ).rowcount
+            if opening_stock is not None:
+                _open(db, product_id, opening_stock, reason)
+        return inserted == 1
+
     def stock(self, product_id: str) -> StockLevel:
-        """The product's stock level; zeros if it was never stocked."""
+        """The product's stock level; zeros if it was never stocked (or is unknown)."""
         rows = self._db.query(
             "SELECT on_hand, reserved FROM stock WHERE product_id = ?", (product_id,)
         )
@@ -82,30 +127,29 @@ class InventoryStore:
         """Add `delta` units on hand and record why.
 
         Raises:
+            NotFound: the store has not learnt of the product.
             FailedPrecondition: on hand would drop below the units reserved.
         """
         with self._db.write() as db:
+            _require_known(db, [product_id])
             level = _levels(db, [product_id]).get(product_id, StockLevel(product_id))
             after = domain.adjusted(level, delta)
-            _save_levels(db, [after])
+            _save_levels(db, [after], cause="adjusted")
             _record_adjustment(db, product_id, delta, reason)
         return after
 
     def open_stock(self, product_id: str, on_hand: int, reason: str) -> bool:
-        """Give a product never stocked before `on_hand` units; returns whether it did.
-        Safe when several instances start at once: only one of them stocks it."""
+        """Give a known product never stocked before `on_hand` units; returns whether it
+        did. Safe when several instances start at once: only one of them stocks it."""
         with self._db.write() as db:
-            if product_id in _levels(db, [product_id]):
-                return False
-            _save_levels(db, [StockLevel(product_id, on_hand=on_hand)])
-            _record_adjustment(db, product_id, on_hand, reason)
-        return True
+            return bool(_known(db, [product_id])) and _open(db, product_id, on_hand, reason)
 
     def reserve(self, order_id: str, items: Sequence[ReservationItem]) -> Reservation:
         """Hold every item for the order, or none. Repeating a reservation returns the one
         held (even if released since).
 
         Raises:
+            NotFound: the store has not learnt of an item's product (the first such).
             FailedPrecondition: some products are short; each is listed.
             AlreadyExists: the order holds a reservation of other items.
         """
@@ -113,8 +157,10 @@ class InventoryStore:
             existing = _reservation(db, order_id)
             if existing is not None:
                 return domain.same_items(existing, items)
-            levels = _levels(db, [item.product_id for item in items])
-            _save_levels(db, domain.reserved(levels, items))
+            product_ids = [item.product_id for item in items]
+            _require_known(db, product_ids)
+            levels = _levels(db, product_ids)
+            _save_levels(db, domain.reserved(levels, items), cause="reserved")
             reservation = Reservation(order_id, tuple(items), ReservationState.ACTIVE)
             _insert_reservation(db, reservation)
         return reservation
@@ -133,7 +179,7 @@ class InventoryStore:
             if reservation.state is ReservationState.RELEASED:
                 return reservation
             levels = _levels(db, [item.product_id for item in reservation.items])
-            _save_levels(db, domain.released(levels, reservation))
+            _save_levels(db, domain.released(levels, reservation), cause="released")
             db.execute(
                 "UPDATE reservations SET state = ? WHERE order_id = ?",
                 (ReservationState.RELEASED.value, order_id),
@@ -162,13 +208,50 @@ def _record_adjustment(db: sqlite3.Connection, product_id: str, delta: int, reas
     )
 
 
-def _save_levels(db: sqlite3.Connection, levels: Iterable[StockLevel]) -> None:
+def _known(db: sqlite3.Connection, product_ids: Sequence[str]) -> set[str]:
+    """Those of `product_ids` the store has learnt of."""
+    marks = ", ".join("?" * len(product_ids))
+    rows = db.execute(
+        f"SELECT product_id FROM known_products WHERE product_id IN ({marks})", product_ids
+    )
+    return {product_id for (product_id,) in rows}
+
+
+def _require_known(db: sqlite3.Connection, product_ids: Sequence[str]) -> None:
+    known = _known(db, product_ids)
+    for product_id in product_ids:
+        if product_id not in known:
+            raise NotFound(domain.PRODUCT, product_id)
+
+
+def _open(db: sqlite3.Connection, product_id: str, on_hand: int, reason: str) -> bool:
+    """Stock a product never stocked with `on_hand` units; whether it did."""
+    if product_id in _levels(db, [product_id]):
+        return False
+    _save_levels(db, [StockLevel(product_id, on_hand=on_hand)], cause="opened")
+    _record_adjustment(db, product_id, on_hand, reason)
+    return True
+
+
+def _save_levels(db: sqlite3.Connection, levels: Iterable[StockLevel], *, cause: str) -> None:
+    """Write the new levels, each with its StockChanged event in the outbox."""
+    levels = list(levels)
     db.executemany(
         "INSERT INTO stock (product_id, on_hand, reserved) VALUES (?, ?, ?)"
         " ON CONFLICT (product_id) DO UPDATE"
         " SET on_hand = excluded.on_hand, reserved = excluded.reserved",
         [(level.product_id, level.on_hand, level.reserved) for level in levels],
     )
+    for level in levels:
+        stream = f"stock-{level.product_id}"
+        changed = events_pb2.StockChanged(
+            product_id=level.product_id,
+            on_hand=level.on_hand,
+            reserved=level.reserved,
+            available=level.available,
+            cause=cause,
+        )
+        record(db, TOPIC, new_event(stream, next_version(db, stream), changed))
 
 
 def _reservation(db: sqlite3.Connection, order_id: str) -> Reservation | None:

@@ -8,6 +8,7 @@ from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from mesh.problems import AlreadyExists
 from mesh.server import Runtime, run_service
+from services.common.messaging import relay_outbox
 from services.product.domain import Money, new_product
 from services.product.servicer import ProductServicer
 from services.product.settings import DemoProduct, ProductSettings
@@ -17,14 +18,18 @@ __all__ = ["main", "seed_demo", "setup"]
 
 
 async def setup(rt: Runtime) -> None:
-    """Open the catalogue database and serve ProductService on it."""
+    """Open the catalogue database, publish its events on topic "product" (relaying
+    its outbox, woken after each product created, demo products included) and serve
+    ProductService on it."""
     settings: ProductSettings = rt.settings.service_settings
     store = ProductStore(rt.data_dir / "product.db")
     rt.on_close(store.close)
+    outbox = relay_outbox(rt, store.database)  # registered after the store: stops before it
     seed_demo(store, settings.demo_products)
+    outbox.notify()
     rt.add_service(
         product_pb2.DESCRIPTOR.services_by_name["ProductService"],
-        ProductServicer(store, version=rt.version),
+        ProductServicer(store, version=rt.version, on_created=outbox.notify),
         product_pb2_grpc.add_ProductServiceServicer_to_server,
     )
 

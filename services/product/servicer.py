@@ -7,6 +7,7 @@ them into statuses with details.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -34,11 +35,21 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
     written by any instance: each read first compares the store's version with the one
     the remembered answers were read at (one PRAGMA, a few microseconds). An id not
     found is looked up again next time.
+
+    `on_created` is called after each product created (the outbox relay's `notify`,
+    so its ProductCreated is published at once).
     """
 
-    def __init__(self, store: ProductStore, version: str = "v1") -> None:
+    def __init__(
+        self,
+        store: ProductStore,
+        version: str = "v1",
+        *,
+        on_created: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self._version = version  # the answers say it, so a split is visible to callers
+        self._on_created = on_created
         self._answers: dict[str, product_pb2.GetProductResponse] = {}
         self._answers_version = store.version()
 
@@ -111,6 +122,8 @@ class ProductServicer(product_pb2_grpc.ProductServiceServicer):
             price=Money.from_proto(given.price) if given.HasField("price") else None,
         )
         await asyncio.to_thread(self._store.add, product)
+        if self._on_created is not None:
+            self._on_created()
         return product_pb2.CreateProductResponse(product=encode_product(product))
 
 

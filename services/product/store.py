@@ -3,6 +3,11 @@
 Every instance of the service opens the same file through a `mesh.storage.Database`,
 and each write is one short write transaction. Reads are quick and never wait for a writer: call them on the event loop. Writes may
 wait for another instance's write lock: call them through `asyncio.to_thread`.
+
+The file also holds the service's outbox (services.common.outbox): a product's
+ProductCreated event (topic TOPIC, stream "product-<id>", version 1) is recorded in
+the transaction that inserts it, for the service to relay to the bus
+(services.common.messaging.relay_outbox on `database`).
 """
 
 from __future__ import annotations
@@ -11,11 +16,19 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from shop.product.v1 import events_pb2
+
+from mesh.events import Event
 from mesh.problems import AlreadyExists
 from mesh.storage import Database
+from services.common.messaging import new_event
+from services.common.outbox import OUTBOX_SCHEMA, record
 from services.product.domain import PRODUCT, Money, Product
 
-__all__ = ["ProductStore"]
+__all__ = ["TOPIC", "ProductStore"]
+
+TOPIC = "product"
+"""The topic product's events are published on."""
 
 _SCHEMA = (
     """
@@ -28,6 +41,7 @@ _SCHEMA = (
         nanos         INTEGER NOT NULL
     )
     """,
+    *OUTBOX_SCHEMA,
 )
 
 _COLUMNS = "product_id, name, description, currency_code, units, nanos"
@@ -40,14 +54,19 @@ class ProductStore:
         self.path = path
         self._db = Database(path, _SCHEMA)
 
+    @property
+    def database(self) -> Database:
+        """The SQLite file, whose outbox holds the events to publish."""
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 
     def add(self, product: Product) -> None:
-        """Store a new product.
+        """Store a new product, and its ProductCreated event in the outbox.
 
         Raises:
-            AlreadyExists: a product with this id is stored already.
+            AlreadyExists: a product with this id is stored already (nothing recorded).
         """
         price = product.price
         try:
@@ -63,6 +82,7 @@ class ProductStore:
                         price.nanos,
                     ),
                 )
+                record(db, TOPIC, _created(product))
         except sqlite3.IntegrityError:
             raise AlreadyExists(PRODUCT, product.product_id) from None
 
@@ -96,6 +116,16 @@ class ProductStore:
         products = [_product(row) for row in rows[:limit]]
         more = len(rows) > limit and bool(products)
         return products, (products[-1].product_id if more else None)
+
+
+def _created(product: Product) -> Event:
+    message = events_pb2.ProductCreated(
+        product_id=product.product_id,
+        name=product.name,
+        description=product.description,
+        price=product.price.to_proto(),
+    )
+    return new_event(f"product-{product.product_id}", 1, message)
 
 
 def _product(row: tuple[str, str, str, str, int, int]) -> Product:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 
 from mesh.client import DirectDataPlane, MeshClient
 from mesh.config import ADMIN_IDENTITY, MeshConfig, load_config
@@ -33,10 +34,13 @@ def write_config(
     replicas: Mapping[str, int],
     overrides: Mapping[str, Any] | None = None,
     dataplane: str = "direct",
+    events_endpoint: str | None = None,
 ) -> MeshConfig:
     """root/mesh.yaml: the repo's mesh.yaml with every port 0, a fresh registry prefix,
     short leases and drains, and only the services in `replicas` (each with its
-    settings from the repo's file, so the demo data is there)."""
+    settings from the repo's file, so the demo data is there); with `events_endpoint`,
+    the NATS broker there as its event bus (a mesh that runs inventory needs one:
+    inventory learns products from product's events)."""
     document = yaml.safe_load((REPO / "mesh.yaml").read_text())
     document["mesh"].update(
         state_dir=str(root / ".mesh"), certs_dir=str(certs_dir), dataplane=dataplane
@@ -48,6 +52,8 @@ def write_config(
         "lease_ttl": 2,
     }
     document["server"] = {"drain_delay": 0.5, "grace_period": 5.0}
+    if events_endpoint is not None:
+        document["events"] = {"broker": "nats", "endpoint": events_endpoint}
     repo_services = document["services"]
     document["services"] = {
         name: _test_service(repo_services.get(name, {}), count) for name, count in replicas.items()
@@ -101,7 +107,8 @@ class MeshHarness:
 
     async def start(self, replicas: Mapping[str, int] | None = None) -> None:
         """Start instances (default: as many as mesh.yaml says) and wait until all serve;
-        with sidecars, the control plane first."""
+        with sidecars, the control plane first. With product and inventory both among
+        them, also until inventory has stocked the demo products (`until_stocked`)."""
         if self.config.dataplane == "sidecar":
             await self.start_controlplane()
         wanted = replicas or {name: spec.replicas for name, spec in self.config.services.items()}
@@ -112,6 +119,33 @@ class MeshHarness:
         ]
         await asyncio.gather(*(instance.start() for instance in started))
         await asyncio.gather(*(instance.wait_ready(self.etcd) for instance in started))
+        if wanted.get("product") and wanted.get("inventory"):
+            await self.until_stocked()
+
+    async def until_stocked(self, timeout: float = 20.0) -> None:
+        """Wait until inventory has learnt, from product's events, of every demo product
+        it has opening stock for, which it stocks as it learns each one. (An instance
+        serves once caught up with what the broker holds, but product may still be
+        publishing its demo products then.)"""
+        opening = self.config.service("inventory").settings.get("opening_stock", {})
+        demo = self.config.service("product").settings.get("demo_products", [])
+        expected = [d["product_id"] for d in demo if opening.get(d["product_id"], 0) > 0]
+        stub = inventory_pb2_grpc.InventoryServiceStub(self.client().channel("inventory"))  # type: ignore[no-untyped-call]
+        until = asyncio.get_running_loop().time() + timeout
+        for product_id in expected:
+            while True:
+                response = await stub.GetStock(
+                    inventory_pb2.GetStockRequest(product_id=product_id), timeout=5
+                )
+                if response.stock.on_hand > 0:
+                    break
+                if asyncio.get_running_loop().time() > until:
+                    raise AssertionError(
+                        f"inventory has not stocked {product_id} within {timeout:.0f}s: is the"
+                        f" broker in the test's config (write_config's events_endpoint)?\n"
+                        f"{self.logs()}"
+                    )
+                await asyncio.sleep(0.05)
 
     def spawn(
         self, service: str, instance_id: str, *, version: str | None = None

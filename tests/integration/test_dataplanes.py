@@ -26,6 +26,7 @@ from mesh.registry import authz_key, encode_authz
 from mesh.supervisor import EtcdServer
 from tests.harness.mesh import MeshHarness, write_config
 from tests.harness.metrics import scrape_instance, value
+from tests.harness.nats import nats_server
 
 pytestmark = pytest.mark.integration
 
@@ -39,23 +40,28 @@ async def shop(
     etcd: EtcdServer,
     certs_dir: Path,
 ) -> AsyncIterator[MeshHarness]:
-    config = write_config(
-        tmp_path_factory.mktemp(request.param[:3]),
-        etcd_endpoint=etcd.endpoint,
-        certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 2, "order": 1, "payment": 1, "shipping": 1},
-        dataplane=request.param,
-    )
-    mesh = MeshHarness(config, etcd.endpoint)
-    try:
-        await mesh.start()
-        stock = inventory_pb2_grpc.InventoryServiceStub(mesh.client().channel("inventory"))
-        await stock.AdjustStock(
-            inventory_pb2.AdjustStockRequest(product_id="sku-mug", delta=1_000_000, reason="load")
+    root = tmp_path_factory.mktemp(request.param[:3])
+    async with nats_server(root / "broker") as broker:  # one per data plane's mesh
+        config = write_config(
+            root,
+            etcd_endpoint=etcd.endpoint,
+            certs_dir=certs_dir,
+            replicas={"product": 1, "inventory": 2, "order": 1, "payment": 1, "shipping": 1},
+            dataplane=request.param,
+            events_endpoint=broker.endpoint,
         )
-        yield mesh
-    finally:
-        await mesh.aclose()
+        mesh = MeshHarness(config, etcd.endpoint)
+        try:
+            await mesh.start()
+            stock = inventory_pb2_grpc.InventoryServiceStub(mesh.client().channel("inventory"))
+            await stock.AdjustStock(
+                inventory_pb2.AdjustStockRequest(
+                    product_id="sku-mug", delta=1_000_000, reason="load"
+                )
+            )
+            yield mesh
+        finally:
+            await mesh.aclose()
 
 
 def _place(mesh: MeshHarness) -> Callable[..., Awaitable[object]]:

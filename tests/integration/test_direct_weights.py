@@ -13,7 +13,7 @@ from shop.order.v1 import order_pb2, order_pb2_grpc
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from mesh.registry import LivePolicy, encode_weights, traffic_key
-from mesh.supervisor import EtcdServer
+from mesh.supervisor import EtcdServer, NatsServer
 from tests.harness.mesh import MeshHarness, write_config
 from tests.harness.metrics import scrape_instance, value
 
@@ -50,7 +50,10 @@ async def until(predicate: Callable[[], bool], what: str, polls: int = 500) -> N
 
 @pytest.fixture(scope="module")
 async def mesh(
-    tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    etcd: EtcdServer,
+    certs_dir: Path,
+    broker: NatsServer,
 ) -> AsyncIterator[MeshHarness]:
     """product v1 and v2 (one instance each), inventory, order and what order's saga
     calls (payment, shipping)."""
@@ -58,6 +61,7 @@ async def mesh(
         tmp_path_factory.mktemp("weights"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
+        events_endpoint=broker.endpoint,
         replicas={"product": 1, "inventory": 1, "order": 1, "payment": 1, "shipping": 1},
     )
     harness = MeshHarness(config, etcd.endpoint)
@@ -72,6 +76,7 @@ async def mesh(
         ]
         await asyncio.gather(*(instance.start() for instance in started))
         await asyncio.gather(*(instance.wait_ready(harness.etcd) for instance in started))
+        await harness.until_stocked()
         yield harness
     finally:
         await harness.aclose()

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from shop.order.v1 import order_pb2, order_pb2_grpc
 
-from mesh.supervisor import EtcdServer, TokenError, fetch_token
+from mesh.supervisor import EtcdServer, NatsServer, TokenError, fetch_token
 from tests.harness.http import Answer, fetch
 from tests.harness.mesh import MeshHarness, write_config
 
@@ -32,12 +32,16 @@ CHEAP_HASHES = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_paral
 
 @pytest.fixture(scope="module")
 async def mesh(
-    tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    etcd: EtcdServer,
+    certs_dir: Path,
+    broker: NatsServer,
 ) -> AsyncIterator[MeshHarness]:
     config = write_config(
         tmp_path_factory.mktemp("edge"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
+        events_endpoint=broker.endpoint,
         replicas={
             "product": 1,
             "inventory": 1,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.supervisor import EtcdServer
+from mesh.supervisor import EtcdServer, NatsServer
 from tests.harness.http import fetch
 from tests.harness.mesh import MeshHarness, write_config
 
@@ -24,12 +24,16 @@ CHEAP_HASHES = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_paral
 
 @pytest.fixture(scope="module")
 async def edge(
-    tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    etcd: EtcdServer,
+    certs_dir: Path,
+    broker: NatsServer,
 ) -> AsyncIterator[str]:
     config = write_config(
         tmp_path_factory.mktemp("schemathesis"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
+        events_endpoint=broker.endpoint,
         replicas={
             "product": 1,
             "inventory": 1,

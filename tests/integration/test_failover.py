@@ -24,31 +24,48 @@ from typing import Any
 
 import grpc
 import pytest
+from google.type.money_pb2 import Money
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from shop.inventory.v1 import inventory_pb2, inventory_pb2_grpc
 from shop.order.v1 import order_pb2, order_pb2_grpc
+from shop.product.v1 import events_pb2 as product_events
 from shop.product.v1 import product_pb2, product_pb2_grpc
 
 from mesh.client import ServiceChannel
 from mesh.config import ADMIN_IDENTITY, RetryPolicy
+from mesh.events import NatsEventBus
 from mesh.identity import IdentityFiles, channel_credentials
-from mesh.supervisor import EtcdServer, InstanceProcess
+from mesh.supervisor import EtcdServer, InstanceProcess, NatsServer
+from services.common.messaging import new_event
 from tests.harness.mesh import MeshHarness, write_config
 from tests.harness.metrics import scrape_instance, value
+from tests.harness.nats import nats_server
 
 Call = Callable[[int], Awaitable[object]]
 
 
 @pytest.fixture(scope="module")
 async def pool(
-    tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    etcd: EtcdServer,
+    certs_dir: Path,
+    broker: NatsServer,
 ) -> AsyncIterator[MeshHarness]:
+    """Three inventory instances, stocking sku-failover: its ProductCreated is on the
+    broker before they start (as product would have published it), so they know it
+    once they serve."""
     config = write_config(
         tmp_path_factory.mktemp("failover"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
         replicas={"inventory": 3},
+        events_endpoint=broker.endpoint,
     )
+    created = product_events.ProductCreated(
+        product_id="sku-failover", name="Failover load", price=Money(currency_code="USD", units=1)
+    )
+    async with await NatsEventBus.connect(broker.endpoint) as bus:
+        await bus.publish("product", new_event("product-sku-failover", 1, created))
     mesh = MeshHarness(config, etcd.endpoint)
     try:
         await mesh.start()
@@ -205,19 +222,22 @@ async def stoppable(
     order instance.
     Leases of 30 s (kept alive every 10 s) outlive every pause below, so a stopped
     instance keeps its key."""
-    config = write_config(
-        tmp_path_factory.mktemp("grace"),
-        etcd_endpoint=etcd.endpoint,
-        certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 1, "order": 1, "payment": 1, "shipping": 1},
-        overrides={"etcd": {"lease_ttl": 30}, "server": {"grace_period": GRACE}},
-    )
-    mesh = MeshHarness(config, etcd.endpoint)
-    try:
-        await mesh.start({"product": 1, "inventory": 1, "payment": 1, "shipping": 1})
-        yield mesh
-    finally:
-        await mesh.aclose()
+    root = tmp_path_factory.mktemp("grace")
+    async with nats_server(root / "broker") as broker:  # not pool's: its inventory's own
+        config = write_config(
+            root,
+            etcd_endpoint=etcd.endpoint,
+            certs_dir=certs_dir,
+            replicas={"product": 1, "inventory": 1, "order": 1, "payment": 1, "shipping": 1},
+            overrides={"etcd": {"lease_ttl": 30}, "server": {"grace_period": GRACE}},
+            events_endpoint=broker.endpoint,
+        )
+        mesh = MeshHarness(config, etcd.endpoint)
+        try:
+            await mesh.start({"product": 1, "inventory": 1, "payment": 1, "shipping": 1})
+            yield mesh
+        finally:
+            await mesh.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -375,7 +395,7 @@ async def test_an_idempotent_call_leaves_a_hung_instance_after_its_per_try_timeo
             # Round-robin: two of the four calls pick the hung instance first.
             replies = await asyncio.gather(*(stub.GetStock(get, timeout=5) for _ in range(4)))
             took = time.monotonic() - started
-            adjust = inventory_pb2.AdjustStockRequest(product_id="sku-hung", delta=1, reason="t")
+            adjust = inventory_pb2.AdjustStockRequest(product_id="sku-mug", delta=1, reason="t")
             started = time.monotonic()
             outcomes = await asyncio.gather(
                 *(stub.AdjustStock(adjust, timeout=1.5) for _ in range(2)), return_exceptions=True

@@ -4,6 +4,7 @@ else notices. Each test is a request a hostile (or careless) caller can send."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -194,11 +195,18 @@ async def scarce_product(shop: MeshHarness, stock: int) -> str:
         timeout=10,
     )
     inventory = inventory_pb2_grpc.InventoryServiceStub(shop.client().channel("inventory"))
-    await inventory.AdjustStock(
-        inventory_pb2.AdjustStockRequest(product_id=product_id, delta=stock, reason="test"),
-        timeout=10,
-    )
-    return product_id
+    until = time.monotonic() + 10
+    while True:  # NOT_FOUND until inventory learns the product from product's event
+        try:
+            await inventory.AdjustStock(
+                inventory_pb2.AdjustStockRequest(product_id=product_id, delta=stock, reason="test"),
+                timeout=10,
+            )
+            return product_id
+        except grpc.aio.AioRpcError as error:
+            if error.code() is not grpc.StatusCode.NOT_FOUND or time.monotonic() > until:
+                raise
+        await asyncio.sleep(0.05)
 
 
 async def stock_of(shop: MeshHarness, product_id: str) -> Any:

@@ -14,7 +14,7 @@ import pytest
 
 from mesh.errors import RegistryUnavailable
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, Registration, instance_key
-from mesh.supervisor import EtcdServer, InstanceProcess, find_binary, free_port
+from mesh.supervisor import EtcdServer, InstanceProcess, NatsServer, find_binary, free_port
 from tests.harness.mesh import MeshHarness, write_config
 
 TTL = 2
@@ -34,12 +34,16 @@ async def private_etcd(
 
 @pytest.fixture(scope="module")
 async def mesh(
-    tmp_path_factory: pytest.TempPathFactory, private_etcd: EtcdServer, certs_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    private_etcd: EtcdServer,
+    certs_dir: Path,
+    broker: NatsServer,
 ) -> AsyncIterator[MeshHarness]:
     config = write_config(
         tmp_path_factory.mktemp("registry"),
         etcd_endpoint=private_etcd.endpoint,
         certs_dir=certs_dir,
+        events_endpoint=broker.endpoint,
         replicas={"product": 1, "inventory": 2},
     )
     harness = MeshHarness(config, private_etcd.endpoint)

@@ -25,7 +25,7 @@ from shop.order.v1 import order_pb2, order_pb2_grpc
 from shop.payment.v1 import payment_pb2, payment_pb2_grpc
 from shop.shipping.v1 import shipping_pb2
 
-from mesh.supervisor import EtcdServer
+from mesh.supervisor import EtcdServer, NatsServer
 from tests.harness.mesh import REPO, MeshHarness, write_config
 
 SHIPPING_DELAY_MS = 1200  # the window in which the order process is killed
@@ -64,12 +64,16 @@ def _service(settings: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def mesh(
-    tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    etcd: EtcdServer,
+    certs_dir: Path,
+    broker: NatsServer,
 ) -> AsyncIterator[MeshHarness]:
     config = write_config(
         tmp_path_factory.mktemp("saga"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
+        events_endpoint=broker.endpoint,
         replicas={"product": 1, "inventory": 1, "order": 1, "payment": 1, "shipping": 1},
         overrides={
             "services": {

@@ -24,7 +24,7 @@ from mesh.config import AuthzRule, load_config
 from mesh.envoy import CLUSTER_TYPE, IDEMPOTENT_HEADER
 from mesh.problems import DEPENDENCY_FAILED, error_reason
 from mesh.registry import authz_key, encode_authz, xds_status_root
-from mesh.supervisor import EtcdServer, mesh_status
+from mesh.supervisor import EtcdServer, NatsServer, mesh_status
 from tests.harness.envoy import admin_get, admin_of, admin_post, counter, envoy_pid, hosts
 from tests.harness.mesh import MeshHarness, write_config
 
@@ -33,13 +33,17 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 async def sidecars(
-    tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    etcd: EtcdServer,
+    certs_dir: Path,
+    broker: NatsServer,
 ) -> AsyncIterator[MeshHarness]:
     root = tmp_path_factory.mktemp("sc")
     config = write_config(
         root,
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
+        events_endpoint=broker.endpoint,
         replicas={"product": 1, "inventory": 2, "order": 1, "payment": 1, "shipping": 1},
         dataplane="sidecar",
     )

@@ -22,6 +22,7 @@ from mesh.registry import authz_key, decode_authz
 from mesh.supervisor import (
     CanaryPlan,
     EtcdServer,
+    NatsServer,
     apply_authz,
     live_weights,
     run_canary,
@@ -40,7 +41,10 @@ IN_FLIGHT = 8
 
 @pytest.fixture(scope="module")
 async def mesh(
-    tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    etcd: EtcdServer,
+    certs_dir: Path,
+    broker: NatsServer,
 ) -> AsyncIterator[MeshHarness]:
     repo = yaml.safe_load((REPO / "mesh.yaml").read_text())["services"]
     ports = {"port": 0, "metrics_port": 0}
@@ -58,6 +62,7 @@ async def mesh(
         tmp_path_factory.mktemp("traffic"),
         etcd_endpoint=etcd.endpoint,
         certs_dir=certs_dir,
+        events_endpoint=broker.endpoint,
         replicas={"product": 1, "inventory": 1, "order": 1, "payment": 1, "shipping": 1},
         overrides={"services": services},
         dataplane="sidecar",

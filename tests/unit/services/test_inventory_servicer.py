@@ -1,4 +1,5 @@
-"""InventoryServicer methods called directly, on a tmp_path store."""
+"""InventoryServicer methods called directly, on a tmp_path store that knows products
+"a" and "b"."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from shop.inventory.v1 import inventory_pb2 as pb
 
 from mesh.problems import FailedPrecondition, InvalidArgument, NotFound
-from services.inventory.domain import RESERVATION
+from services.inventory.domain import PRODUCT, RESERVATION
 from services.inventory.servicer import InventoryServicer
 from services.inventory.store import InventoryStore
 
@@ -18,6 +19,8 @@ from services.inventory.store import InventoryStore
 @pytest.fixture
 async def servicer(tmp_path: Path, context: Any) -> AsyncIterator[InventoryServicer]:
     store = InventoryStore(tmp_path / "inventory.db")
+    for product_id in ("a", "b"):
+        store.learn_product(product_id, None, "test")
     servicer = InventoryServicer(store)
     await servicer.AdjustStock(pb.AdjustStockRequest(product_id="a", delta=5, reason="x"), context)
     yield servicer
@@ -99,3 +102,30 @@ async def test_more_items_than_an_order_holds_are_invalid(
     with pytest.raises(InvalidArgument) as error:
         await servicer.ReserveStock(request, context)
     assert [v.field for v in error.value.violations] == ["items"]
+
+
+async def test_stock_of_a_product_not_learnt_is_not_found(
+    servicer: InventoryServicer, context: Any
+) -> None:
+    with pytest.raises(NotFound) as adjusting:
+        await servicer.AdjustStock(pb.AdjustStockRequest(product_id="new", delta=1), context)
+    with pytest.raises(NotFound) as reserving:
+        await servicer.ReserveStock(reserve_request("o1", ("a", 1), ("new", 1)), context)
+    for error in (adjusting, reserving):
+        assert (error.value.resource_type, error.value.name) == (PRODUCT, "new")
+    response = await servicer.GetStock(pb.GetStockRequest(product_id="new"), context)
+    assert response.stock == pb.StockLevel(product_id="new")
+
+
+async def test_each_change_wakes_the_outbox(tmp_path: Path, context: Any) -> None:
+    woken: list[str] = []
+    store = InventoryStore(tmp_path / "inventory.db")
+    store.learn_product("a", None, "test")
+    servicer = InventoryServicer(store, on_changed=lambda: woken.append("changed"))
+    try:
+        await servicer.AdjustStock(pb.AdjustStockRequest(product_id="a", delta=2), context)
+        await servicer.ReserveStock(reserve_request("o1", ("a", 1)), context)
+        await servicer.ReleaseStock(pb.ReleaseStockRequest(order_id="o1"), context)
+    finally:
+        store.close()
+    assert woken == ["changed"] * 3

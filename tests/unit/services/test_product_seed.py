@@ -49,3 +49,10 @@ def test_existing_products_are_left_as_they_are(store: ProductStore) -> None:
     assert mug.name == "Changed by a user"
     assert store.page(after=None, limit=10)[0][0].product_id == "sku-espresso"
     assert len(store.page(after=None, limit=10)[0]) == 2
+
+
+def test_each_demo_product_created_is_published_once(store: ProductStore) -> None:
+    seed_demo(store, DEMO)
+    seed_demo(store, DEMO)
+    rows = store.database.query("SELECT stream, version FROM outbox ORDER BY position")
+    assert rows == [("product-sku-espresso", 1), ("product-sku-mug", 1)]

@@ -181,3 +181,16 @@ async def test_remembered_answers_follow_a_change_written_by_another_instance(
         assert batch.products[0].price.units == 9
     finally:
         store.close()
+
+
+async def test_a_product_created_wakes_the_outbox(tmp_path: Path, context: Any) -> None:
+    woken: list[str] = []
+    store = ProductStore(tmp_path / "product.db")
+    servicer = ProductServicer(store, on_created=lambda: woken.append("created"))
+    try:
+        await create(servicer, espresso(), context)
+        with pytest.raises(AlreadyExists):
+            await create(servicer, espresso(), context)
+    finally:
+        store.close()
+    assert woken == ["created"]

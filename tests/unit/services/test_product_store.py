@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from shop.product.v1 import events_pb2
 
 from mesh.problems import AlreadyExists
 from services.product.domain import PRODUCT, Money, Product
@@ -40,6 +41,39 @@ def test_duplicate_id_is_already_exists(store: ProductStore) -> None:
     with pytest.raises(AlreadyExists) as error:
         store.add(product("sku-1"))
     assert (error.value.resource_type, error.value.name) == (PRODUCT, "sku-1")
+
+
+def recorded(path: Path) -> list[tuple[str, str, int, str, bytes]]:
+    """(topic, stream, version, type, data) of each event in the outbox, in order."""
+    with sqlite3.connect(path) as db:
+        return db.execute(
+            "SELECT topic, stream, version, type, data FROM outbox ORDER BY position"
+        ).fetchall()
+
+
+def test_an_added_product_records_its_product_created(path: Path, store: ProductStore) -> None:
+    store.add(product("sku-1"))
+    [(topic, stream, version, kind, data)] = recorded(path)
+    assert (topic, stream, version) == ("product", "product-sku-1", 1)
+    assert kind == "shop.product.v1.ProductCreated"
+    created = events_pb2.ProductCreated.FromString(data)
+    assert (created.product_id, created.name, created.description) == (
+        "sku-1",
+        "name of sku-1",
+        "",
+    )
+    assert (created.price.currency_code, created.price.units, created.price.nanos) == (
+        "EUR",
+        1,
+        250_000_000,
+    )
+
+
+def test_a_refused_duplicate_records_no_event(path: Path, store: ProductStore) -> None:
+    store.add(product("sku-1"))
+    with pytest.raises(AlreadyExists):
+        store.add(product("sku-1"))
+    assert len(recorded(path)) == 1
 
 
 def test_pages_in_id_order(store: ProductStore) -> None:

@@ -28,6 +28,12 @@ if _version_not_supported:
 class InventoryServiceStub:
     """InventoryService owns stock levels and the reservations that orders hold on them.
     Stock never goes negative: available = on_hand - reserved is at least zero.
+    Inventory stocks only products it knows: it learns them from product's events
+    (ProductCreated, topic "product"), so a product created a moment ago may be unknown
+    to it for as long as that event takes to arrive (milliseconds, normally). A product
+    of inventory's opening_stock setting gets those units when inventory learns it.
+    Every change of a product's stock is published as a StockChanged event (topic
+    "inventory", stream "stock-<product_id>"), committed with the change itself.
     """
 
     def __init__(self, channel):
@@ -66,11 +72,18 @@ class InventoryServiceStub:
 class InventoryServiceServicer:
     """InventoryService owns stock levels and the reservations that orders hold on them.
     Stock never goes negative: available = on_hand - reserved is at least zero.
+    Inventory stocks only products it knows: it learns them from product's events
+    (ProductCreated, topic "product"), so a product created a moment ago may be unknown
+    to it for as long as that event takes to arrive (milliseconds, normally). A product
+    of inventory's opening_stock setting gets those units when inventory learns it.
+    Every change of a product's stock is published as a StockChanged event (topic
+    "inventory", stream "stock-<product_id>"), committed with the change itself.
     """
 
     def GetStock(self, request, context):
-        """GetStock returns the stock level of one product. A product never stocked has zeros;
-        a malformed id is INVALID_ARGUMENT.
+        """GetStock returns the stock level of one product. A product never stocked, known
+        or not (yet), has zeros: a read answers what inventory holds, and it holds
+        nothing of a product it has not learnt of. A malformed id is INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,7 +91,9 @@ class InventoryServiceServicer:
 
     def AdjustStock(self, request, context):
         """AdjustStock adds (positive delta) or removes (negative delta) units on hand.
-        FAILED_PRECONDITION if on hand would drop below what is reserved.
+        NOT_FOUND (a google.rpc.ResourceInfo of type shop.product.v1.Product) for a
+        product inventory has not learnt of; FAILED_PRECONDITION if on hand would drop
+        below what is reserved.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -87,7 +102,9 @@ class InventoryServiceServicer:
     def ReserveStock(self, request, context):
         """ReserveStock holds units for an order, all items (1 to 100) or none. Idempotent by
         order_id: repeating the same request returns the existing reservation; the same
-        order_id with other items is ALREADY_EXISTS. FAILED_PRECONDITION if stock is short.
+        order_id with other items is ALREADY_EXISTS. NOT_FOUND (a ResourceInfo of type
+        shop.product.v1.Product naming the first one) if an item's product is one
+        inventory has not learnt of; FAILED_PRECONDITION if stock is short.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +166,12 @@ def add_InventoryServiceServicer_to_server(servicer, server):
 class InventoryService:
     """InventoryService owns stock levels and the reservations that orders hold on them.
     Stock never goes negative: available = on_hand - reserved is at least zero.
+    Inventory stocks only products it knows: it learns them from product's events
+    (ProductCreated, topic "product"), so a product created a moment ago may be unknown
+    to it for as long as that event takes to arrive (milliseconds, normally). A product
+    of inventory's opening_stock setting gets those units when inventory learns it.
+    Every change of a product's stock is published as a StockChanged event (topic
+    "inventory", stream "stock-<product_id>"), committed with the change itself.
     """
 
     @staticmethod
