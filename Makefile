@@ -42,14 +42,18 @@ test: check debian-packages
 	$(BIN)/pytest -q
 
 ## debian-packages: what the tests drive from Debian, installed when missing (as root):
-## Chromium, which loads the edge's /docs page headless
+## Chromium, which loads the edge's /docs page headless, and rabbitmq-server, the broker
+## of the event bus's RabbitMQ adapter (its tests run their own, never the system service)
 debian-packages:
-	@if ! command -v chromium >/dev/null; then \
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	test -x /usr/lib/rabbitmq/bin/rabbitmq-server || missing="$$missing rabbitmq-server"; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ]; then \
-			echo "installing Debian's chromium (the /docs browser test)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || exit 1; \
+			echo "installing Debian's$$missing (the /docs browser test, the RabbitMQ adapter's tests)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
 		else \
-			echo "chromium is missing and this is not root: the /docs browser test will be skipped"; \
+			echo "missing and this is not root:$$missing; the tests that drive them will be skipped"; \
 		fi; \
 	fi
 

@@ -1,5 +1,5 @@
 """The event bus as services use it, whatever the broker: two protocols that each
-adapter implements (NATS JetStream now, RabbitMQ later) and the interface tests in
+adapter implements (NATS JetStream, RabbitMQ streams) and the interface tests in
 tests/integration/test_events.py check."""
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 One etcd serves the whole run (tests that restart etcd start their own); each mesh
 gets its own key prefix, so meshes sharing the etcd never see each other. One NATS
 server serves the run likewise (tests that restart it start their own); each test uses
-topics and consumers of its own.
+topics and consumers of its own. A mesh of services, though, publishes and consumes
+the services' own topics under their own consumer names: two meshes on one broker
+would share them (and a read model rebuilt from a topic would hold both meshes'
+events), so each such mesh gets a broker of its own (`broker`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from mesh.errors import MeshError
 from mesh.supervisor import EtcdServer, NatsServer, find_binary
 from tests.harness.mesh import MeshHarness, write_config
 from tests.harness.nats import nats_server
+from tests.harness.rabbitmq import RABBITMQ_SERVER, RabbitMqServer, rabbitmq_server
 
 
 @pytest.fixture(scope="session")
@@ -43,6 +47,24 @@ async def nats(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsSe
 
 
 @pytest.fixture(scope="session")
+async def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RabbitMqServer]:
+    """A RabbitMQ broker for the whole run (Debian's rabbitmq-server, run by the test
+    as a child process on free ports, never the system service)."""
+    if not RABBITMQ_SERVER.exists():
+        pytest.skip(f"no {RABBITMQ_SERVER} (`make debian-packages` as root installs it)")
+    async with rabbitmq_server(tmp_path_factory.mktemp("rabbitmq")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
+    """A NATS server with JetStream of the test module's own, for its mesh of services
+    (write_config's events_endpoint)."""
+    async with nats_server(tmp_path_factory.mktemp("broker")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("certs")
 
@@ -51,16 +73,19 @@ def certs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def shop(
     tmp_path_factory: pytest.TempPathFactory, etcd: EtcdServer, certs_dir: Path
 ) -> AsyncIterator[MeshHarness]:
-    """product x1, inventory x2, order x1, shared by every test that only calls them."""
-    config = write_config(
-        tmp_path_factory.mktemp("shop"),
-        etcd_endpoint=etcd.endpoint,
-        certs_dir=certs_dir,
-        replicas={"product": 1, "inventory": 2, "order": 1, "payment": 1, "shipping": 1},
-    )
-    mesh = MeshHarness(config, etcd.endpoint)
-    try:
-        await mesh.start()
-        yield mesh
-    finally:
-        await mesh.aclose()
+    """product x1, inventory x2, order x1, shared by every test that only calls them,
+    on a broker of their own."""
+    async with nats_server(tmp_path_factory.mktemp("shop-broker")) as events:
+        config = write_config(
+            tmp_path_factory.mktemp("shop"),
+            etcd_endpoint=etcd.endpoint,
+            certs_dir=certs_dir,
+            replicas={"product": 1, "inventory": 2, "order": 1, "payment": 1, "shipping": 1},
+            events_endpoint=events.endpoint,
+        )
+        mesh = MeshHarness(config, etcd.endpoint)
+        try:
+            await mesh.start()
+            yield mesh
+        finally:
+            await mesh.aclose()

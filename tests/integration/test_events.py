@@ -19,10 +19,20 @@ from google.protobuf.wrappers_pb2 import StringValue
 
 from mesh.backoff import Backoff
 from mesh.config import parse_config
-from mesh.events import BrokerUnavailable, Event, EventBus, Handler, NatsEventBus, event_bus
+from mesh.events import (
+    BrokerUnavailable,
+    Event,
+    EventBus,
+    Handler,
+    NatsEventBus,
+    RabbitMqEventBus,
+    event_bus,
+)
 from mesh.state import MeshState, write_state
 from mesh.supervisor import NatsServer, free_port
 from tests.harness.nats import nats_server, server_log
+from tests.harness.rabbitmq import RabbitMqServer, rabbitmq_server
+from tests.harness.rabbitmq import server_log as rabbitmq_log
 
 PUBLISH_TIMEOUT = 1.0
 OUTAGE_BOUND = PUBLISH_TIMEOUT + 1.0
@@ -70,7 +80,26 @@ def _nats_log(broker: Broker) -> str:
     return server_log(broker)
 
 
-ADAPTERS = [Adapter("nats", "nats", nats_server, _connect_nats, _nats_log)]
+async def _connect_rabbitmq(endpoint: str) -> EventBus:
+    return await RabbitMqEventBus.connect(
+        endpoint,
+        publish_timeout=PUBLISH_TIMEOUT,
+        connect_timeout=2.0,
+        reconnect_wait=0.1,
+        takeover_wait=0.2,
+        retry_backoff=Backoff(initial=0.05, maximum=0.2),
+    )
+
+
+def _rabbitmq_log(broker: Broker) -> str:
+    assert isinstance(broker, RabbitMqServer)
+    return rabbitmq_log(broker)
+
+
+ADAPTERS = [
+    Adapter("nats", "nats", nats_server, _connect_nats, _nats_log),
+    Adapter("rabbitmq", "rabbitmq", rabbitmq_server, _connect_rabbitmq, _rabbitmq_log),
+]
 
 
 @pytest.fixture(params=ADAPTERS, ids=lambda adapter: adapter.name)
@@ -267,6 +296,50 @@ async def test_subscriptions_of_one_consumer_share_its_events_in_order(
             await subscription.aclose()
 
 
+async def test_another_subscription_of_a_consumer_goes_on_where_a_closed_one_stopped(
+    adapter: Adapter, broker: Broker, topic: str
+) -> None:
+    events = [an_event("order-t", v) for v in range(1, 7)]
+    here, there = Collector(), Collector()
+    buses = [await adapter.connect(broker.endpoint) for _ in range(2)]  # two instances
+    try:
+        first = await buses[0].subscribe(topic, "takeover", here)
+        await publish_all(buses[0], topic, events[:3])
+        assert await here.take(3) == events[:3]
+        second = await buses[1].subscribe(topic, "takeover", there)
+        await first.aclose()
+
+        await publish_all(buses[1], topic, events[3:])
+        assert await there.take(3) == events[3:]
+        await there.nothing_more()
+        await second.aclose()
+        assert here.deliveries.empty()
+    finally:
+        for bus in buses:
+            await bus.aclose()
+
+
+async def test_an_event_republished_after_its_consumer_handled_it_is_not_redelivered(
+    bus: EventBus, topic: str
+) -> None:
+    placed, paid = an_event("order-r", 1), an_event("order-r", 2)
+    before, after = Collector(), Collector()
+    await bus.publish(topic, placed)
+    subscription = await bus.subscribe(topic, "billing", before)
+    try:
+        assert await before.take(1) == [placed]
+    finally:
+        await subscription.aclose()
+
+    await publish_all(bus, topic, [placed, paid])  # a relay that retried, while it was away
+    subscription = await bus.subscribe(topic, "billing", after)
+    try:
+        assert await after.take(1) == [paid]
+        await after.nothing_more()
+    finally:
+        await subscription.aclose()
+
+
 async def test_an_event_published_twice_is_delivered_once(bus: EventBus, topic: str) -> None:
     placed, paid = an_event("order-4", 1), an_event("order-4", 2)
     billing = Collector()
@@ -282,6 +355,7 @@ async def test_an_event_published_twice_is_delivered_once(bus: EventBus, topic: 
         await subscription.aclose()
 
 
+@pytest.mark.timeout(150)  # two broker starts: a RabbitMQ boot takes 4-12 s on a busy machine
 async def test_a_broker_outage_fails_publishes_fast_and_loses_no_stored_event(
     adapter: Adapter, tmp_path: Path, topic: str
 ) -> None:
@@ -357,6 +431,27 @@ async def test_event_bus_finds_the_broker_in_mesh_yaml_or_the_state_file(
             await bus.aclose()
 
 
+@pytest.mark.parametrize("form", ["host:port", "amqp URL"])
+async def test_event_bus_connects_to_the_rabbitmq_broker_mesh_yaml_names(
+    rabbitmq: RabbitMqServer, form: str, tmp_path: Path, topic: str
+) -> None:
+    endpoint = (
+        rabbitmq.endpoint if form == "host:port" else f"amqp://guest:guest@{rabbitmq.endpoint}/"
+    )
+    config = parse_config(
+        {"services": {"shop": {}}, "events": {"broker": "rabbitmq", "endpoint": endpoint}},
+        tmp_path / "mesh.yaml",
+    )
+    event = an_event("order-9", 1)
+    bus = await event_bus(config)
+    try:
+        assert isinstance(bus, RabbitMqEventBus)
+        await bus.publish(topic, event)
+        assert await bus.history(topic) == [event]
+    finally:
+        await bus.aclose()
+
+
 async def test_history_is_every_stored_event_of_a_topic_in_order(bus: EventBus, topic: str) -> None:
     other = f"{topic}-other"
     events = [an_event("order-h", v) for v in (1, 2, 3)]
@@ -389,7 +484,7 @@ async def test_backlog_counts_what_a_consumer_has_not_acknowledged(
     try:
         await collector.take(3)
         async with asyncio.timeout(DELIVERY_WAIT):  # the last ack may still be on its way
-            while (await bus.backlog(topic, "lagging")).events:
+            while (await bus.backlog(topic, "lagging")).events:  # noqa: ASYNC110 (a poll)
                 await asyncio.sleep(0.05)
     finally:
         await subscription.aclose()

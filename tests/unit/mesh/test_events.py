@@ -146,7 +146,7 @@ def test_the_schema_documents_the_events_section() -> None:
     assert schema["properties"]["events"]["$ref"] == "#/$defs/EventsSettings"
     assert events["additionalProperties"] is False
     assert events["properties"]["broker"]["enum"] == ["nats", "rabbitmq"]
-    assert "not built yet" in events["properties"]["broker"]["description"]
+    assert "does not embed" in events["properties"]["broker"]["description"]
     assert events["properties"]["port"]["default"] == 4222
 
 
@@ -171,15 +171,17 @@ def test_the_broker_is_mesh_yamls_else_the_one_meshctl_up_runs_here(tmp_path: Pa
     assert read_state(here.state_dir) == running
 
 
-async def test_the_factory_refuses_the_adapter_not_built_yet(tmp_path: Path) -> None:
-    config = parse_config(
-        minimal(events={"broker": "rabbitmq", "endpoint": "127.0.0.1:5672"}), tmp_path / "m.yaml"
+async def test_the_factory_needs_an_endpoint_for_rabbitmq(tmp_path: Path) -> None:
+    config = parse_config(minimal(events={"broker": "rabbitmq"}), tmp_path / "m.yaml")
+    write_state(  # an embedded broker that meshctl up runs is NATS: never used for rabbitmq
+        config.state_dir,
+        MeshState(7, "127.0.0.1:2379", 8, events_endpoint="127.0.0.1:4222", events_pid=9),
     )
     with pytest.raises(ConfigError) as caught:
         await event_bus(config)
 
-    assert caught.value.key == "events.broker"
-    assert "not built yet" in caught.value.problem
+    assert caught.value.key == "events.endpoint"
+    assert "meshctl up embeds only NATS" in caught.value.problem
 
 
 async def test_the_factory_without_a_known_broker_says_how_to_get_one(tmp_path: Path) -> None:
