@@ -30,6 +30,11 @@ EXPECTED = {
     ("payment", "payment-1"),
     ("shipping", "shipping-1"),
     ("user", "user-1"),
+    ("catalog", "catalog-1"),
+    ("profile", "profile-1"),
+    ("notification", "notification-1"),
+    ("analytics", "analytics-1"),
+    ("audit", "audit-1"),
 }
 
 
@@ -145,7 +150,7 @@ def test_down_stops_every_process_and_is_idempotent(
 ) -> None:
     workspace = make_workspace(tmp_path)
     with workspace.detached_up() as pids:
-        assert len(pids) == 14  # supervisor, etcd, control plane, broker, ten instances
+        assert len(pids) == 19  # supervisor, etcd, control plane, broker, fifteen instances
 
         result = workspace.meshctl("down")
         assert result.returncode == 0, result.stderr
@@ -180,9 +185,9 @@ def test_foreground_up_reports_a_restart_and_stops_everything_on_ctrl_c(
     with workspace.foreground_up() as process:
         _read_until(process, output, "Running.")
         pids = workspace.pids()
-        assert len(pids) == 14, "".join(
+        assert len(pids) == 19, "".join(
             output
-        )  # supervisor, etcd, control plane, broker, 10 instances
+        )  # supervisor, etcd, control plane, broker, 15 instances
         assert any("grpcurl -cacert" in line for line in output)
         state = read_state(tmp_path / ".mesh")
         assert state is not None
@@ -309,8 +314,8 @@ def test_ctrl_c_while_starting_stops_what_was_started(
             time.sleep(0.05)
         pids = workspace.pids()
         assert (
-            len(pids) == 13
-        )  # supervisor, control plane, broker, 10 instances; etcd is external here
+            len(pids) == 18
+        )  # supervisor, control plane, broker, 15 instances; etcd is external here
 
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=20)

@@ -57,6 +57,7 @@ def test_every_line_is_either_run_or_explained() -> None:
     assert commands.index("meshctl up --detach") < commands.index("meshctl down")
 
 
+@pytest.mark.timeout(420)  # fifteen instances with sidecars on two cores, then every line
 @pytest.mark.usefixtures("binaries")
 def test_readme_commands_work_against_a_live_mesh(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path)
@@ -74,7 +75,7 @@ def test_readme_commands_work_against_a_live_mesh(tmp_path: Path) -> None:
     try:
         result = subprocess.run(
             ["bash", "-c", script], cwd=tmp_path, env=workspace.env(),
-            capture_output=True, text=True, timeout=180,
+            capture_output=True, text=True, timeout=360,
         )  # fmt: skip
     finally:
         workspace.kill_leftovers()
