@@ -39,6 +39,14 @@ the same rounds, warm-up, window and calls in flight, loaded by h2load; and the 
 candidates (bench.edge_json). The report prints them last, and `--json` holds them
 under "edge" (null when skipped).
 
+Then the shop part (bench.shop; `--no-shop` skips it): a mesh of its own with NATS and
+real product, inventory, order, payment and shipping instances; GetProduct (the bare
+unary call) and PlaceOrder (its saga and its events) interleaved in rounds of their
+own with the same rounds, warm-up and window, from the same kind of load processes at
+bench.shop.SHOP_CONCURRENCY in flight each; then the outbox relay's latency from
+commit to a consumer, under that load, at idle and for the relay alone. The report
+prints it last, and `--json` holds it under "shop" (null when skipped).
+
 Exit code: 0 when every window was measured without errors (whether or not the target
 is met: this is a measurement, not a test); 1 if something failed to start or calls
 failed; 130 on Ctrl-C (or SIGTERM, SIGHUP). Everything started is stopped on every
@@ -73,12 +81,14 @@ from bench.load import LoadFailed, LoadPool, Target, Window
 from bench.placement import Placement
 from bench.report import Progress, print_report
 from bench.results import Ratio, SubjectResult, ratio
+from bench.shop import IDLE_ORDERS, QUICK_IDLE_ORDERS, SHOP_CONCURRENCY, SHOP_SETUP, shop_seconds
 from bench.sidecar_report import print_sidecar_report, sidecar_round_line, sidecar_window_line
 from bench.sidecar_results import CHANGES, EXTRA_SIDECARS, sidecar_summary
 from bench.summary import (
     Checks,
     EdgeJson,
     InstanceCheck,
+    ShopJson,
     SidecarJson,
     Summary,
     TargetJson,
@@ -152,6 +162,10 @@ class Settings:
     sidecar_variants: tuple[str, ...] = ()
     edge: bool = True  # also the edge rows (bench.edge)
     edge_only: bool = False  # dev option: the edge rows alone
+    shop: bool = True  # also the shop part (bench.shop)
+    shop_only: bool = False  # dev option: the shop part alone
+    shop_concurrency: int = SHOP_CONCURRENCY  # calls in flight per load process there
+    shop_orders: int = IDLE_ORDERS  # orders placed one at a time at idle
 
     @property
     def in_flight(self) -> int:
@@ -169,13 +183,20 @@ class Settings:
     @property
     def estimate(self) -> float:
         """Seconds a run takes, roughly: its windows plus start-up and shut-down."""
+        shop = 0.0
+        if self.shop or self.shop_only:
+            shop = SHOP_SETUP + shop_seconds(
+                self.rounds, self.warmup, self.window, self.shop_orders
+            )
+        if self.shop_only:
+            return shop
         edge = 0.0
         if self.edge or self.edge_only:
             per_window = self.warmup + self.window + EDGE_WINDOW_COST
             edge = EDGE_SETUP + EDGE_SUBJECTS * self.rounds * per_window
         if self.edge_only:
             return edge
-        main = 8.0 + edge
+        main = 8.0 + edge + shop
         if not self.sidecar_only:
             main += SUBJECTS * self.rounds * (self.warmup + self.window + 0.1)
         if not self.sidecar:
@@ -268,17 +289,44 @@ class _EdgeOnly:
     edge: EdgeJson | None
 
 
+@dataclass(frozen=True)
+class _ShopOnly:
+    """What a `--shop-only` run yields: the shop part alone."""
+
+    shop: ShopJson
+
+
 async def _run_all(
     settings: Settings, where: Placement, progress: Progress
-) -> Summary | _SidecarOnly | _EdgeOnly:
-    """The main rows and the sidecar part (unless --edge-only), then the edge part
-    (unless --no-edge or --sidecar-only), each with its own processes."""
+) -> Summary | _SidecarOnly | _EdgeOnly | _ShopOnly:
+    """The main rows and the sidecar part (unless --edge-only or --shop-only), then the
+    edge part (unless --no-edge or --sidecar-only), then the shop part (unless
+    --no-shop or --sidecar-only), each with its own processes."""
     if settings.edge_only:
         return _EdgeOnly(await _run_edge(settings, where, progress))
+    if settings.shop_only:
+        return _ShopOnly(await _run_shop(settings, where, progress))
     result = await _run(settings, where, progress)
     if settings.edge and not isinstance(result, _SidecarOnly):
         result["edge"] = await _run_edge(settings, where, progress)
+    if settings.shop and not isinstance(result, _SidecarOnly):
+        result["shop"] = await _run_shop(settings, where, progress)
     return result
+
+
+async def _run_shop(settings: Settings, where: Placement, progress: Progress) -> ShopJson:
+    from bench.shop import run_shop
+
+    return await run_shop(
+        rounds=settings.rounds,
+        warmup=settings.warmup,
+        window=settings.window,
+        workers=settings.workers,
+        concurrency=settings.shop_concurrency,
+        orders=settings.shop_orders,
+        where=where,
+        progress=progress,
+    )
 
 
 async def _run_edge(settings: Settings, where: Placement, progress: Progress) -> EdgeJson | None:
@@ -603,6 +651,7 @@ def summarize(
         "checks": checks,
         "sidecar": sidecar,
         "edge": None,  # the edge part runs after the rest: the driver sets it then
+        "shop": None,  # the shop part runs after the edge part: likewise
     }
 
 
@@ -664,7 +713,20 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
         help="skip the edge rows (the REST edge vs Envoy's grpc_json_transcoder and direct "
         "gRPC, the HTTP server and JSON candidates)",
     )
+    parser.add_argument(
+        "--no-shop",
+        dest="shop",
+        action="store_false",
+        help="skip the shop part (PlaceOrder end to end against GetProduct, and the outbox "
+        "relay's latency from commit to consumer)",
+    )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
+    # Dev options for work on the shop part, left out of --help: it alone, and its
+    # calls in flight per load process.
+    parser.add_argument("--shop-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--shop-concurrency", type=int, default=SHOP_CONCURRENCY, help=argparse.SUPPRESS
+    )
     # Dev option for work on the edge rows, left out of --help: them alone.
     parser.add_argument("--edge-only", action="store_true", help=argparse.SUPPRESS)
     # Dev options for experiments on the sidecar path, left out of --help.
@@ -688,18 +750,23 @@ def _parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Settings]:
         workers=args.workers,
         concurrency=args.concurrency,
         pin=args.pin,
-        sidecar=(args.sidecar or args.sidecar_only) and not args.edge_only,
+        sidecar=(args.sidecar or args.sidecar_only) and not args.edge_only and not args.shop_only,
         sidecar_only=args.sidecar_only,
         sidecar_variants=_variants(parser, args.sidecar_variant),
-        edge=(args.edge and not args.sidecar_only) or args.edge_only,
+        edge=(args.edge and not args.sidecar_only and not args.shop_only) or args.edge_only,
         edge_only=args.edge_only,
+        shop=(args.shop and not args.sidecar_only and not args.edge_only) or args.shop_only,
+        shop_only=args.shop_only,
+        shop_concurrency=args.shop_concurrency,
+        shop_orders=QUICK_IDLE_ORDERS if args.quick else IDLE_ORDERS,
     )
-    if settings.edge_only and settings.sidecar_only:
-        parser.error("--edge-only and --sidecar-only exclude each other")
+    if sum((settings.edge_only, settings.sidecar_only, settings.shop_only)) > 1:
+        parser.error("--edge-only, --sidecar-only and --shop-only exclude each other")
     if (
         settings.rounds < 1
         or settings.workers < 1
         or settings.concurrency < 1
+        or settings.shop_concurrency < 1
         or settings.window <= 0
         or settings.warmup < 0
     ):
@@ -745,6 +812,30 @@ def _edge_only_output(edge: EdgeJson | None, where: Placement, path: Path | None
     return 1 if _edge_errors(edge) else 0
 
 
+def _shop_only_output(shop: ShopJson, where: Placement, path: Path | None) -> int:
+    from bench.shop_report import print_shop_report
+
+    print_shop_report(shop, where)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"shop": shop}, indent=2) + "\n")
+        print(f"\nResults written to {path}")
+    return 1 if _shop_errors(shop) else 0
+
+
+def _shop_errors(shop: ShopJson | None) -> int:
+    """Failed calls of the shop part: its rows', the orders placed one at a time, and
+    events the consumer never got."""
+    if shop is None:
+        return 0
+    lost = sum(
+        max(0, phase["expected"] - phase["events"])
+        for phase in shop["relay"]
+        if phase["expected"] is not None
+    )
+    return sum(row["errors"] for row in shop["rows"]) + shop["idle_orders"]["errors"] + lost
+
+
 def _edge_errors(edge: EdgeJson | None) -> int:
     """Failed calls of the edge rows but the candidate servers' (the report shows
     theirs): a server the edge does not run on does not fail the run."""
@@ -774,9 +865,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if settings.edge
         else ""
     )
+    shop_text = (
+        f"; then the shop part: GetProduct and PlaceOrder x {settings.rounds} rounds with the "
+        f"same windows, {settings.shop_concurrency} in flight per load process, and the "
+        "outbox relay's latency"
+        if settings.shop
+        else ""
+    )
     progress.report(
         f"ShopMesh benchmark, the edge rows only ({int(settings.estimate)} s)"
         if settings.edge_only
+        else f"ShopMesh benchmark, the shop part only ({int(settings.estimate)} s)"
+        if settings.shop_only
         else f"ShopMesh benchmark: {SUBJECTS} subjects x {settings.rounds} rounds, each window "
         f"{settings.warmup:g} s warm-up + {settings.window:g} s measured "
         f"(about {int(settings.estimate // 60)} min {int(settings.estimate % 60):02d} s in all); "
@@ -790,6 +890,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else ""
         )
         + edge_text
+        + shop_text
     )
     progress.report(f"placement: {progress.placement_text(where)}")
     try:
@@ -808,6 +909,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _sidecar_only_output(summary.sidecar, settings, where, args.json)
     if isinstance(summary, _EdgeOnly):
         return _edge_only_output(summary.edge, where, args.json)
+    if isinstance(summary, _ShopOnly):
+        return _shop_only_output(summary.shop, where, args.json)
     print_report(summary, where)
     if summary["sidecar"] is not None:
         print_sidecar_report(summary["sidecar"], where)
@@ -815,6 +918,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.edge_report import print_edge_report
 
         print_edge_report(summary["edge"], where)
+    if summary["shop"] is not None:
+        from bench.shop_report import print_shop_report
+
+        print_shop_report(summary["shop"], where)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
@@ -823,6 +930,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary["sidecar"] is not None:
         errors += sum(row["errors"] for row in summary["sidecar"]["rows"])
     errors += _edge_errors(summary["edge"])
+    errors += _shop_errors(summary["shop"])
     if errors:
         print(f"\n{errors} calls failed: see the error samples above", file=sys.stderr)
         return 1

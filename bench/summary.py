@@ -10,21 +10,28 @@ from __future__ import annotations
 from typing import TypedDict
 
 __all__ = [
+    "BurstsJson",
     "Checks",
     "EdgeJson",
     "EdgeRowJson",
     "EdgeSettingsJson",
     "GoalJson",
+    "IdleOrdersJson",
     "InstanceCheck",
     "JsonCaseJson",
     "MachineJson",
     "PlacementJson",
     "PropagationJson",
     "RatioJson",
+    "RelayPhaseJson",
     "SettingsJson",
+    "ShopJson",
+    "ShopRowJson",
+    "ShopSettingsJson",
     "SidecarJson",
     "SidecarRowJson",
     "SidecarSettingsJson",
+    "SpreadJson",
     "SubjectJson",
     "Summary",
     "TargetJson",
@@ -321,6 +328,110 @@ class EdgeJson(TypedDict):
     goals: list[GoalJson]
 
 
+class ShopRowJson(TypedDict):
+    """One subject of the shop part (GetProduct or PlaceOrder), pooled over the rounds.
+    CPU per call is each mesh process's (and the broker's) over the subject's calls:
+    for PlaceOrder, what one order costs each of them."""
+
+    row: int
+    name: str
+    detail: str
+    method: str
+    in_flight: int
+    calls: int
+    measured_s: float
+    calls_per_s: float
+    calls_per_s_per_round: list[float]
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float | None  # None: no call completed
+    errors: int
+    error_samples: list[str]
+    cpu_us_per_call: dict[str, float]  # by process: product, inventory, order, ..., nats
+    mesh_cpu_us_per_call: float  # all of them together
+    consumer_cpu_us_per_call: float  # the relay consumer's process
+    load_cpu_us_per_call: float  # the load processes
+    core_busy_pct: dict[str, float]
+    other_cpu_pct: float
+
+
+class SpreadJson(TypedDict):
+    """How a set of durations spreads, in milliseconds (NaN without any)."""
+
+    count: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class IdleOrdersJson(TypedDict):
+    """Orders placed one at a time at idle, each awaited before the next."""
+
+    orders: int
+    errors: int
+    error_samples: list[str]
+    latency: SpreadJson  # of each PlaceOrder call, as the driver saw it
+
+
+class BurstsJson(TypedDict):
+    """How a phase's events reached the broker: those stored less than a gap apart
+    count as one burst (one relay batch: its streams are published side by side)."""
+
+    gap_ms: float  # the gap that separates two bursts
+    bursts: int
+    events_p50: float  # events per burst
+    events_max: int
+    between: SpreadJson  # from one burst's start to the next's: the relay's cycle
+
+
+class RelayPhaseJson(TypedDict):
+    """The outbox relay's latency in one phase: from an event's occurred_at (set when
+    the event is built, just before the transaction that records it commits) to the
+    consumer's handler, and its stages."""
+
+    phase: str  # "under load", "idle", "relay alone"
+    detail: str
+    events: int  # received, of those that occurred in the phase
+    expected: int | None  # events the phase made (None: not known exactly)
+    commit_to_consumer: SpreadJson
+    stages: dict[str, SpreadJson]  # in the order they happen; they add up to the whole
+    by_type: dict[str, SpreadJson]  # commit_to_consumer per event type (short name)
+    consumer_cycle: SpreadJson  # gap between back-to-back deliveries: fetch, handle, ack
+    bursts: BurstsJson
+
+
+class ShopSettingsJson(TypedDict):
+    rounds: int
+    window_s: float
+    warmup_s: float
+    workers: int
+    concurrency_per_worker: int
+    in_flight: int
+    in_flight_note: str  # why this many
+    order_each_round: list[str]
+    placement: str
+    idle_orders: int
+    relay_rate_per_s: float
+    relay_events: int
+
+
+class ShopJson(TypedDict):
+    """PlaceOrder end to end against a bare unary call in the same mesh, and the
+    outbox relay's latency from commit to consumer."""
+
+    settings: ShopSettingsJson
+    rows: list[ShopRowJson]
+    ratio: RatioJson  # PlaceOrder calls/s / GetProduct calls/s, per round
+    p50_over_baseline: float  # PlaceOrder's pooled p50 / GetProduct's
+    p99_over_baseline: float
+    idle_orders: IdleOrdersJson
+    relay: list[RelayPhaseJson]
+    placement_check: dict[str, ThreadPlacement]  # by process label; empty if not pinned
+    goals: list[GoalJson]
+
+
 class Summary(TypedDict):
     benchmark: str
     machine: MachineJson
@@ -332,3 +443,4 @@ class Summary(TypedDict):
     checks: Checks
     sidecar: SidecarJson | None  # None with --no-sidecar
     edge: EdgeJson | None  # None with --no-edge, or without h2load
+    shop: ShopJson | None  # None with --no-shop

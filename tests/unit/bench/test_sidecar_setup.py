@@ -64,6 +64,7 @@ def test_the_estimate_adds_the_sidecar_part_only_when_it_runs() -> None:
     settings = Settings(
         rounds=5, window=4.0, warmup=1.0, workers=2, concurrency=32, pin=True, edge=False
     )
+    settings = replace(settings, shop=False)
     without = replace(settings, sidecar=False)
 
     assert without.estimate == pytest.approx(SUBJECTS * 5 * 5.1 + 8)

@@ -36,6 +36,7 @@ TOP_LEVEL = [
     "checks",
     "sidecar",  # added with the sidecar data plane: after every earlier key
     "edge",  # added with the edge rows: after every earlier key
+    "shop",  # added with the shop part: after every earlier key
 ]
 RATIO_PAIRS = {
     "shopmesh_vs_plaintext_echo": "3/1",
