@@ -134,6 +134,11 @@ def test_up_writes_the_schema_for_editors(running: Workspace) -> None:
         "user",
         "auth",
         "edge",
+        "catalog",
+        "profile",
+        "notification",
+        "analytics",
+        "audit",
     }
     document = yaml.safe_load((running.root / "mesh.yaml").read_text())
     assert list(jsonschema.Draft202012Validator(schema).iter_errors(document)) == []
@@ -258,6 +263,11 @@ def test_config_schema_leaves_a_failing_services_settings_free_form(tmp_path: Pa
         "user",
         "auth",
         "edge",
+        "catalog",
+        "profile",
+        "notification",
+        "analytics",
+        "audit",
     }
 
 
@@ -291,8 +301,9 @@ def test_certs_are_created_once_then_kept(tmp_path: Path) -> None:
     workspace = make_workspace(tmp_path)
     first = workspace.meshctl("certs")
     assert first.returncode == 0, first.stderr
-    # ca, product, inventory, order, payment, shipping, user, auth, edge, admin, controlplane
-    assert first.stdout.count("created") == 11
+    # ca, admin, controlplane and one per service: product, inventory, order, payment,
+    # shipping, user, auth, edge, catalog, profile, notification, analytics, audit
+    assert first.stdout.count("created") == 16
     second = workspace.meshctl("certs")
     assert second.stdout.count("kept") == 11
     key = tmp_path / "certs" / "admin.key"
@@ -350,3 +361,47 @@ def test_killing_the_supervisor_stops_everything_and_meshctl_says_it_is_not_runn
                 in result.stderr
             )
             assert "meshctl up" in result.stderr
+
+
+def _business_metrics(url: str) -> dict[str, float]:
+    """analytics' business series, by name (labels summed)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def test_the_demo_tells_the_story_and_moves_the_business_metrics(running: Workspace) -> None:
+    rows = json.loads(running.meshctl("status", "--json").stdout)
+    [analytics] = [row["metrics"] for row in rows if row["service"] == "analytics"]
+    before = _business_metrics(analytics)
+
+    result = running.meshctl("demo", "--json", timeout=120)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    steps = json.loads(result.stdout)
+    placed, declined = steps[3], steps[4]
+    assert placed["details"]["status"] == "ORDER_STATUS_CONFIRMED"
+    assert declined["details"]["status"] == "ORDER_STATUS_CANCELLED"
+    assert "reserve_stock COMPENSATED" in declined["outcome"]
+    assert "charge_payment FAILED" in declined["outcome"]
+    assert all(len(step["trace_id"]) == 32 for step in steps[1:])
+    wanted = {
+        "user_registrations_total": 1,
+        "payment_success_total": 1,
+        "cart_abandonment_total": 1,
+        "order_value_dollars_count": 2,
+    }
+    deadline = time.monotonic() + 20
+    while True:  # the counts come from events: a moment after the calls
+        after = _business_metrics(analytics)
+        moved = {name: after.get(name, 0) - before.get(name, 0) for name in wanted}
+        if moved == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert moved == wanted
