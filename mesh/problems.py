@@ -224,6 +224,13 @@ class Unavailable(Problem):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class PermissionDenied(Problem):
+    """The caller is known, and may not do this (beyond what the authz table checks:
+    another user's data, a method for admin only); the message says what."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class Unauthenticated(Problem):
     """The call needs an end user (a token checked at the edge) and has none."""
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-import grpc
-
-from mesh.errors import BrokerUnavailable
 from mesh.events import EventBus
-from mesh.problems import DependencyFailed
-from services.common.projection import Projection
+from services.common.projection import Projection, rebuild_projection
 
 __all__ = ["CatalogCommands"]
 
@@ -30,7 +26,4 @@ class CatalogCommands:
             DependencyFailed: UNAVAILABLE, the event broker did not answer (the read
                 model is unchanged).
         """
-        try:
-            return await self._projection.rebuild(await self._bus())
-        except BrokerUnavailable as error:
-            raise DependencyFailed(grpc.StatusCode.UNAVAILABLE, f"event broker: {error}") from error
+        return await rebuild_projection(self._projection, self._bus)

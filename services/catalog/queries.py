@@ -6,16 +6,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import grpc
-
-from mesh.errors import BrokerUnavailable
 from mesh.events import EventBus
-from mesh.problems import DependencyFailed, NotFound
+from mesh.problems import NotFound
 from services.catalog import domain
 from services.catalog.domain import CatalogItem, Search
 from services.catalog.store import CatalogStore
+from services.common.projection import ProjectionStatus, projection_status
 
-__all__ = ["CatalogQueries", "Page", "ProjectionStatus"]
+__all__ = ["CatalogQueries", "Page"]
 
 
 @dataclass(frozen=True)
@@ -24,15 +22,6 @@ class Page:
 
     items: list[CatalogItem]
     next_page_token: str
-
-
-@dataclass(frozen=True)
-class ProjectionStatus:
-    """How far the read model is behind its topics, and what it has applied."""
-
-    events_behind: int
-    seconds_behind: float
-    events_applied: int
 
 
 class CatalogQueries:
@@ -60,18 +49,5 @@ class CatalogQueries:
         return found
 
     async def status(self) -> ProjectionStatus:
-        """How far behind the broker the read model is.
-
-        Raises:
-            DependencyFailed: UNAVAILABLE, the event broker did not answer.
-        """
-        projection = self._store.projection
-        try:
-            lag = await projection.lag(await self._bus())
-        except BrokerUnavailable as error:
-            raise DependencyFailed(grpc.StatusCode.UNAVAILABLE, f"event broker: {error}") from error
-        return ProjectionStatus(
-            events_behind=lag.events,
-            seconds_behind=lag.seconds,
-            events_applied=projection.applied(),
-        )
+        """How far behind the broker the read model is (raises as projection_status)."""
+        return await projection_status(self._store.projection, self._bus)

@@ -24,13 +24,26 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+import grpc
+
+from mesh.errors import BrokerUnavailable
 from mesh.events import Event, EventBus, Handler
+from mesh.problems import DependencyFailed
 from mesh.storage import Database
 
-__all__ = ["PROJECTION_SCHEMA", "Apply", "Lag", "Projection", "Reset"]
+__all__ = [
+    "PROJECTION_SCHEMA",
+    "Apply",
+    "Lag",
+    "Projection",
+    "ProjectionStatus",
+    "Reset",
+    "projection_status",
+    "rebuild_projection",
+]
 
 log = logging.getLogger("services.projection")
 
@@ -193,3 +206,47 @@ class Projection:
             (self.name, topic, event.occurred_at),
         )
         return True
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    """What a read model's GetProjectionStatus answers: its lag, and what it applied."""
+
+    events_behind: int
+    seconds_behind: float
+    events_applied: int
+
+
+BusOf = Callable[[], Awaitable[EventBus]]
+"""Gives the mesh's event bus (Runtime.event_bus)."""
+
+
+async def projection_status(projection: Projection, bus: BusOf) -> ProjectionStatus:
+    """`projection`'s status, for the query side.
+
+    Raises:
+        DependencyFailed: UNAVAILABLE, the broker did not answer (callers neither retry
+            it nor hold it against this instance: the instance is fine).
+    """
+    try:
+        lag = await projection.lag(await bus())
+    except BrokerUnavailable as error:
+        raise _broker_failed(error) from error
+    return ProjectionStatus(lag.events, lag.seconds, projection.applied())
+
+
+async def rebuild_projection(projection: Projection, bus: BusOf) -> int:
+    """Rebuild `projection` from the broker's log, for the command side; the events
+    applied.
+
+    Raises:
+        DependencyFailed: UNAVAILABLE, the broker did not answer; nothing changed.
+    """
+    try:
+        return await projection.rebuild(await bus())
+    except BrokerUnavailable as error:
+        raise _broker_failed(error) from error
+
+
+def _broker_failed(error: BrokerUnavailable) -> DependencyFailed:
+    return DependencyFailed(grpc.StatusCode.UNAVAILABLE, f"the event broker: {error}")

@@ -22,12 +22,11 @@ import grpc
 from google.protobuf import timestamp_pb2
 from shop.notification.v1 import notification_pb2, notification_pb2_grpc
 
-from mesh.problems import Unauthenticated
+from mesh.problems import PermissionDenied, Unauthenticated
 from mesh.server import Caller
 from services.notification import domain
 from services.notification.changes import Changes
 from services.notification.domain import Notification
-from services.notification.errors import PermissionDenied
 from services.notification.store import NotificationStore
 
 __all__ = ["WATCH_BATCH", "NotificationServicer", "encode_notification"]
@@ -97,7 +96,7 @@ class NotificationServicer(notification_pb2_grpc.NotificationServiceServicer):
         if caller.user is None:
             raise Unauthenticated("notifications need a signed-in user: send a bearer token")
         if caller.user != user_id:
-            raise PermissionDenied()
+            raise PermissionDenied("a signed-in user may read only their own notifications")
 
 
 def encode_notification(notification: Notification) -> notification_pb2.Notification:

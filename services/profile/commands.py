@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from mesh.errors import BrokerUnavailable
 from mesh.events import EventBus
-from services.common.projection import Projection
-from services.profile.errors import broker_failed
+from services.common.projection import Projection, rebuild_projection
 
 __all__ = ["ProfileCommands"]
 
@@ -26,8 +24,4 @@ class ProfileCommands:
         Raises:
             DependencyFailed: UNAVAILABLE, the broker does not answer; the read model is unchanged.
         """
-        try:
-            applied = await self._projection.rebuild(await self._bus())
-        except BrokerUnavailable as error:
-            raise broker_failed(error) from error
-        return applied
+        return await rebuild_projection(self._projection, self._bus)

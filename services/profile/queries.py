@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mesh.errors import BrokerUnavailable
 from mesh.events import EventBus
 from mesh.problems import NotFound
+from services.common.projection import ProjectionStatus, projection_status
 from services.profile.domain import PROFILE, Profile, ProfilesQuery
-from services.profile.errors import broker_failed
 from services.profile.store import ProfileStore
 
-__all__ = ["ProfileQueries", "ProfilesPage", "ProjectionStatus"]
+__all__ = ["ProfileQueries", "ProfilesPage"]
 
 
 @dataclass(frozen=True)
@@ -22,15 +21,6 @@ class ProfilesPage:
 
     profiles: list[Profile]
     next_after: str | None
-
-
-@dataclass(frozen=True)
-class ProjectionStatus:
-    """How far the read model is behind the user service's events."""
-
-    events_behind: int
-    seconds_behind: float
-    events_applied: int
 
 
 class ProfileQueries:
@@ -58,14 +48,6 @@ class ProfileQueries:
         return ProfilesPage(page, next_after)
 
     async def status(self) -> ProjectionStatus:
-        """The projection's lag behind the broker, and what it has applied.
-
-        Raises:
-            DependencyFailed: UNAVAILABLE, the broker does not answer.
-        """
-        projection = self._store.projection
-        try:
-            lag = await projection.lag(await self._bus())
-        except BrokerUnavailable as error:
-            raise broker_failed(error) from error
-        return ProjectionStatus(lag.events, lag.seconds, projection.applied())
+        """The projection's lag behind the broker, and what it has applied (raises as
+        projection_status)."""
+        return await projection_status(self._store.projection, self._bus)

@@ -19,12 +19,12 @@ from google.protobuf import timestamp_pb2
 from shop.profile.v1 import profile_pb2, profile_pb2_grpc
 
 from mesh.config import ADMIN_IDENTITY
+from mesh.problems import PermissionDenied
 from mesh.server import Caller
 from services.common.paging import page_token
 from services.profile import domain
 from services.profile.commands import ProfileCommands
 from services.profile.domain import Profile
-from services.profile.errors import AdminOnly
 from services.profile.queries import ProfileQueries
 
 __all__ = ["ProfileServicer", "encode_profile"]
@@ -84,7 +84,7 @@ class ProfileServicer(profile_pb2_grpc.ProfileServiceServicer):
         self, request: profile_pb2.RebuildProjectionRequest, context: Context
     ) -> profile_pb2.RebuildProjectionResponse:
         if self._caller_of(context).identity != ADMIN_IDENTITY:
-            raise AdminOnly("RebuildProjection")
+            raise PermissionDenied("RebuildProjection is for the admin identity only")
         applied = await self._commands.rebuild()
         return profile_pb2.RebuildProjectionResponse(events_applied=applied)
 

@@ -20,14 +20,13 @@ from shop.order.v1 import events_pb2 as order_events
 from shop.user.v1 import events_pb2 as user_events
 
 from mesh.events import Event
-from mesh.problems import InvalidArgument, Unauthenticated
+from mesh.problems import InvalidArgument, PermissionDenied, Unauthenticated
 from mesh.server import Caller
 from mesh.tasks import cancel_and_wait, start_background
 from services.common.messaging import new_event
 from services.notification.changes import Changes, follow_commits
 from services.notification.consumer import NotificationConsumer
 from services.notification.domain import Draft
-from services.notification.errors import PermissionDenied
 from services.notification.servicer import NotificationServicer
 from services.notification.store import NotificationStore
 

@@ -15,11 +15,10 @@ from shop.profile.v1 import profile_pb2 as pb
 from shop.user.v1 import events_pb2
 
 from mesh.events import Backlog, Event, EventBus
-from mesh.problems import InvalidArgument, NotFound
+from mesh.problems import InvalidArgument, NotFound, PermissionDenied
 from mesh.server import Caller
 from services.profile.commands import ProfileCommands
 from services.profile.domain import ProfilesQuery, validate_list
-from services.profile.errors import AdminOnly
 from services.profile.queries import ProfileQueries
 from services.profile.servicer import ProfileServicer
 from services.profile.store import ProfileStore
@@ -199,7 +198,7 @@ async def test_only_admin_rebuilds_and_a_rebuild_equals_the_live_model(
     apply(store, *log)
     live = store.page(store_query())
     bus = LoggedBus(log)
-    with pytest.raises(AdminOnly) as denied:
+    with pytest.raises(PermissionDenied) as denied:
         await servicer_of(store, bus, "edge").RebuildProjection(
             pb.RebuildProjectionRequest(), context
         )
