@@ -861,55 +861,45 @@ SCHEMA_FILE = "mesh.schema.json"
 """In the state folder: the schema `meshctl up` writes for editors (see mesh.yaml)."""
 
 _SCHEMA_TIMEOUT = 60.0
-"""Seconds a service's `--settings-schema` run may take: it imports the service."""
+"""Seconds the services' `--settings-schema` answers may take: it imports them all."""
 
 
 def _settings_schemas(config: MeshConfig) -> dict[str, dict[str, Any]]:
-    """Each service's settings schema, printed by `python -m <module> --settings-schema`
-    (run for every service at once); a service whose run fails is left out, with a
-    warning, and its settings stay free-form."""
-    runs = {name: _ask_settings_schema(spec.module) for name, spec in config.services.items()}
+    """Each service's settings schema, as `python -m <module> --settings-schema` prints
+    it, asked of every module at once in one child process (mesh.schema_probe); a
+    service whose answer fails is left out, with a warning, and its settings stay
+    free-form."""
+    modules = sorted({spec.module for spec in config.services.values()})
+    answers, problem = _probe_schemas(modules)
     schemas = {}
-    try:
-        for name, run in runs.items():
-            schema, problem = _printed_schema(run)
-            if schema is None:
-                module = config.services[name].module
-                _warn(
-                    f"services.{name}.settings left free-form in the schema: "
-                    f"`python -m {module} --settings-schema` {problem}"
-                )
-            else:
-                schemas[name] = schema
-    finally:
-        for run in runs.values():
-            if run.poll() is None:
-                run.kill()
-                run.wait()
+    for name, spec in config.services.items():
+        answer = answers.get(spec.module, {"error": problem})
+        if "schema" in answer:
+            schemas[name] = answer["schema"]
+        else:
+            _warn(
+                f"services.{name}.settings left free-form in the schema: "
+                f"`python -m {spec.module} --settings-schema` {answer['error']}"
+            )
     return schemas
 
 
-def _ask_settings_schema(module: str) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", module, "--settings-schema"]
-    return subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
-def _printed_schema(run: subprocess.Popen[str]) -> tuple[dict[str, Any] | None, str]:
-    """The JSON object `run` printed, or None and what went wrong."""
+def _probe_schemas(modules: Sequence[str]) -> tuple[dict[str, dict[str, Any]], str]:
+    """mesh.schema_probe's answers for `modules`, and what went wrong if it gave none."""
+    command = [sys.executable, "-m", "mesh.schema_probe", *modules]
     try:
-        out, err = run.communicate(timeout=_SCHEMA_TIMEOUT)
+        run = subprocess.run(
+            command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=_SCHEMA_TIMEOUT,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
-        return None, f"gave no answer within {_SCHEMA_TIMEOUT:g}s"
-    if run.returncode != 0:
-        last = (err.strip().splitlines() or [""])[-1][:200]
-        return None, f"exited with code {run.returncode}" + (f": {last}" if last else "")
+        return {}, f"gave no answer within {_SCHEMA_TIMEOUT:g}s"
+    last = (run.stderr.strip().splitlines() or [""])[-1][:200]
     with contextlib.suppress(ValueError):
-        schema = json.loads(out)
-        if isinstance(schema, dict):
-            return schema, ""
-    return None, "printed no JSON object"
+        answers = json.loads(run.stdout.splitlines()[-1]) if run.stdout.strip() else None
+        if isinstance(answers, dict):
+            return answers, ""
+    return {}, f"exited with code {run.returncode}" + (f": {last}" if last else "")
 
 
 def cmd_config_schema(config: MeshConfig | None, args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mesh.supervisor import free_port, read_state
-from tests.e2e.conftest import Workspace, alive, make_workspace
+from tests.e2e.conftest import SAGA_SERVICES, Workspace, alive, make_workspace
 from tests.harness.mesh import REPO
 
 EXPECTED = {
@@ -153,9 +153,9 @@ def test_a_second_up_is_refused_while_one_runs(running: Workspace) -> None:
 def test_down_stops_every_process_and_is_idempotent(
     tmp_path: Path, binaries: dict[str, str]
 ) -> None:
-    workspace = make_workspace(tmp_path)
+    workspace = make_workspace(tmp_path, services=SAGA_SERVICES)
     with workspace.detached_up() as pids:
-        assert len(pids) == 19  # supervisor, etcd, control plane, broker, fifteen instances
+        assert len(pids) == 14  # supervisor, etcd, control plane, broker, ten instances
 
         result = workspace.meshctl("down")
         assert result.returncode == 0, result.stderr
@@ -185,14 +185,14 @@ def _read_until(process: subprocess.Popen[str], output: list[str], wanted: str) 
 def test_foreground_up_reports_a_restart_and_stops_everything_on_ctrl_c(
     tmp_path: Path, binaries: dict[str, str]
 ) -> None:
-    workspace = make_workspace(tmp_path)
+    workspace = make_workspace(tmp_path, services=SAGA_SERVICES)
     output: list[str] = []
     with workspace.foreground_up() as process:
         _read_until(process, output, "Running.")
         pids = workspace.pids()
-        assert len(pids) == 19, "".join(
+        assert len(pids) == 14, "".join(
             output
-        )  # supervisor, etcd, control plane, broker, 15 instances
+        )  # supervisor, etcd, control plane, broker, 10 instances
         assert any("grpcurl -cacert" in line for line in output)
         state = read_state(tmp_path / ".mesh")
         assert state is not None
@@ -305,7 +305,7 @@ def test_certs_are_created_once_then_kept(tmp_path: Path) -> None:
     # shipping, user, auth, edge, catalog, profile, notification, analytics, audit
     assert first.stdout.count("created") == 16
     second = workspace.meshctl("certs")
-    assert second.stdout.count("kept") == 11
+    assert second.stdout.count("kept") == 16
     key = tmp_path / "certs" / "admin.key"
     assert key.stat().st_mode & 0o777 == 0o600
 
@@ -313,7 +313,7 @@ def test_certs_are_created_once_then_kept(tmp_path: Path) -> None:
 def test_ctrl_c_while_starting_stops_what_was_started(
     tmp_path: Path, binaries: dict[str, str]
 ) -> None:
-    workspace = make_workspace(tmp_path)
+    workspace = make_workspace(tmp_path, services=SAGA_SERVICES)
     document = yaml.safe_load((tmp_path / "mesh.yaml").read_text())
     document["etcd"]["endpoint"] = f"127.0.0.1:{free_port()}"  # nobody there: never ready
     (tmp_path / "mesh.yaml").write_text(yaml.safe_dump(document))
@@ -325,8 +325,8 @@ def test_ctrl_c_while_starting_stops_what_was_started(
             time.sleep(0.05)
         pids = workspace.pids()
         assert (
-            len(pids) == 18
-        )  # supervisor, control plane, broker, 15 instances; etcd is external here
+            len(pids) == 13
+        )  # supervisor, control plane, broker, 10 instances; etcd is external here
 
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=20)
@@ -338,7 +338,7 @@ def test_ctrl_c_while_starting_stops_what_was_started(
 def test_killing_the_supervisor_stops_everything_and_meshctl_says_it_is_not_running(
     tmp_path: Path, binaries: dict[str, str]
 ) -> None:
-    workspace = make_workspace(tmp_path)
+    workspace = make_workspace(tmp_path, services=SAGA_SERVICES)
     with workspace.detached_up() as pids:
         supervisor, children = pids[0], pids[1:]
         os.kill(supervisor, signal.SIGKILL)  # no chance to clean up

@@ -36,7 +36,7 @@ from mesh.identity import IdentityFiles, SpiffeId, channel_credentials
 from mesh.registry import Endpoint, EtcdClient, EtcdDiscovery, services_root
 from mesh.state import InstanceRecord, MeshState
 from mesh.supervisor import read_state
-from tests.e2e.conftest import Workspace, alive, make_workspace
+from tests.e2e.conftest import SAGA_SERVICES, Workspace, alive, make_workspace
 from tests.harness.mesh import REPO
 
 SHOP = {"product-1", "inventory-1", "inventory-2", "order-1"}
@@ -46,7 +46,9 @@ T = TypeVar("T")
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory, binaries: dict[str, str]) -> Iterator[Workspace]:
     workspace = make_workspace(
-        tmp_path_factory.mktemp("supervised"), crashy={"module": "tests.e2e.crashy"}
+        tmp_path_factory.mktemp("supervised"),
+        services=SAGA_SERVICES,
+        crashy={"module": "tests.e2e.crashy"},
     )
     # PYTHONPATH: the instances run in the workspace and must import tests.e2e.crashy.
     with workspace.detached_up(env={"PYTHONPATH": str(REPO)}, down=True):
@@ -361,7 +363,9 @@ def direct_mesh(
     tmp_path_factory: pytest.TempPathFactory, binaries: dict[str, str]
 ) -> Iterator[Workspace]:
     """A proxyless mesh: its instances terminate TLS themselves, in gRPC core."""
-    workspace = make_workspace(tmp_path_factory.mktemp("direct"), dataplane="direct")
+    workspace = make_workspace(
+        tmp_path_factory.mktemp("direct"), dataplane="direct", services=SAGA_SERVICES
+    )
     with workspace.detached_up(down=True):
         yield workspace
 
