@@ -192,7 +192,7 @@ async def test_a_blue_green_switch_fails_no_call(mesh: MeshHarness) -> None:
         await asyncio.sleep(0.3)
     assert to_green.confirmed
     assert back.confirmed
-    assert orders.ok > 50
+    assert orders.ok >= 20  # a steady load spanned both switches (each order is a saga)
     assert orders.failed == []
 
 

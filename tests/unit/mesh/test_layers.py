@@ -12,7 +12,7 @@ MESH = Path(__file__).resolve().parents[3] / "mesh"
 
 # Lowest first; a module may import its own layer's package and those before it.
 LAYERS = [
-    {"errors", "inbound", "backoff", "codegen", "tasks", "process"},
+    {"errors", "inbound", "backoff", "codegen", "tasks", "process", "schema_probe"},
     {"problems", "config", "state", "storage"},
     {"identity", "authz"},
     {"registry"},
