@@ -282,7 +282,9 @@ def test_config_schema_of_the_runtime_only_needs_no_mesh_yaml(tmp_path: Path) ->
 
 @pytest.mark.usefixtures("binaries")
 def test_up_shows_why_an_instance_cannot_start_and_leaves_nothing_running(tmp_path: Path) -> None:
-    workspace = make_workspace(tmp_path, broken={"module": "services.does_not_exist"})
+    workspace = make_workspace(
+        tmp_path, services=("product",), broken={"module": "services.does_not_exist"}
+    )
     result = workspace.meshctl("up", "--detach")
     try:
         assert result.returncode == 1
