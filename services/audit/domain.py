@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from google.protobuf import timestamp_pb2
 
-from mesh.problems import FieldViolation, InvalidArgument
+from mesh.problems import FieldViolation
 from services.common import paging
 
 __all__ = [
@@ -83,13 +83,9 @@ def parse_query(
     found += violation
     if since_ns is not None and until_ns is not None and until_ns <= since_ns:
         found.append(FieldViolation("until", "must be after since"))
-    try:
-        page = paging.parse_page(page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_position)
-    except InvalidArgument as error:
-        found += error.violations
-        page = None
-    if found or page is None:
-        raise InvalidArgument(found)
+    page = paging.parse_page(
+        page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_position, also=found
+    )
     return Query(
         stream=stream,
         topic=topic,

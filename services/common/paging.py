@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mesh.problems import FieldViolation, InvalidArgument
@@ -48,17 +48,23 @@ class PageRequest:
 
 
 def parse_page(
-    page_size: int, page_token: str, *, kind: str, valid_cursor: Callable[[str], bool]
+    page_size: int,
+    page_token: str,
+    *,
+    kind: str,
+    valid_cursor: Callable[[str], bool],
+    also: Sequence[FieldViolation] = (),
 ) -> PageRequest:
     """Validate a List request's paging. `kind` names the service's tokens;
-    `valid_cursor` says whether a decoded cursor is one the service could have issued.
+    `valid_cursor` says whether a decoded cursor is one the service could have issued;
+    `also` holds what the caller found wrong with the request's other fields.
 
     Raises:
-        InvalidArgument: every bad field at once: `page_size` if negative, `page_token`
-            if it is longer than MAX_PAGE_TOKEN or not a token of this kind with a
-            valid cursor.
+        InvalidArgument: every bad field at once: `also`, then `page_size` if negative,
+            `page_token` if it is longer than MAX_PAGE_TOKEN or not a token of this
+            kind with a valid cursor.
     """
-    found = []
+    found = list(also)
     if page_size < 0:
         found.append(FieldViolation("page_size", "must not be negative"))
     cursor = None

@@ -178,12 +178,9 @@ def parse_list_request(user_id: str, page_size: int, page_token: str) -> Page:
         InvalidArgument: every bad field at once (`user_id`, `page_size`, `page_token`).
     """
     found = CUSTOMER_ID.violations(user_id, "user_id")
-    try:
-        request = paging.parse_page(page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_seq)
-    except InvalidArgument as error:
-        raise InvalidArgument([*found, *error.violations]) from None
-    if found:
-        raise InvalidArgument(found)
+    request = paging.parse_page(
+        page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_seq, also=found
+    )
     before = None if request.cursor is None else int(request.cursor)
     return Page(user_id=user_id, size=request.size, before=before)
 

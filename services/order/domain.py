@@ -343,12 +343,9 @@ def parse_list_request(customer_id: str, page_size: int, page_token: str) -> Pag
             `page_size`, a `page_token` this service did not issue.
     """
     found = CUSTOMER_ID.violations(customer_id, "customer_id", required=False)
-    try:
-        request = paging.parse_page(page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_seq)
-    except InvalidArgument as error:
-        raise InvalidArgument([*found, *error.violations]) from None
-    if found:
-        raise InvalidArgument(found)
+    request = paging.parse_page(
+        page_size, page_token, kind=_PAGE_KIND, valid_cursor=_is_seq, also=found
+    )
     before = None if request.cursor is None else int(request.cursor)
     return Page(size=request.size, before=before)
 
