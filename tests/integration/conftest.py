@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from mesh.errors import MeshError
+from mesh.events import NatsEventBus
 from mesh.supervisor import EtcdServer, NatsServer, find_binary
 from tests.harness.mesh import MeshHarness, write_config
 from tests.harness.nats import nats_server
@@ -56,12 +57,26 @@ async def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ra
         yield server
 
 
+DEDUPE_WINDOW = 0.5
+"""Seconds a module's broker drops a republished event id: short, so that a test can
+really deliver an event twice (republish it past the window) and see one effect."""
+
+
 @pytest.fixture(scope="module")
 async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
     """A NATS server with JetStream of the test module's own, for its mesh of services
-    (write_config's events_endpoint)."""
+    (write_config's events_endpoint), its stream made with DEDUPE_WINDOW."""
     async with nats_server(tmp_path_factory.mktemp("broker")) as server:
+        first = await NatsEventBus.connect(server.endpoint, duplicate_window=DEDUPE_WINDOW)
+        await first.aclose()  # the stream exists now, before any service makes it
         yield server
+
+
+@pytest.fixture(scope="module")
+async def bus(broker: NatsServer) -> AsyncIterator[NatsEventBus]:
+    """The test's own connection to the module's broker: to read the log and publish."""
+    async with await NatsEventBus.connect(broker.endpoint, name="test") as connected:
+        yield connected
 
 
 @pytest.fixture(scope="session")

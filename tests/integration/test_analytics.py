@@ -42,10 +42,8 @@ from mesh.events import BrokerUnavailable, Event, NatsEventBus
 from mesh.supervisor import EtcdServer, NatsServer
 from tests.harness.mesh import MeshHarness, write_config
 from tests.harness.metrics import Sample, scrape_instance, value
-from tests.harness.nats import nats_server
 
 PRODUCT = "sku-mug"  # 12.00 USD: two make an order of 24 dollars
-DEDUPE_WINDOW = 2.0  # seconds the broker drops a republished event id
 REPLICAS = ("analytics-1", "analytics-2")
 TOPICS = ("user", "order", "payment")
 pytestmark = pytest.mark.timeout(120)  # the first test starts eight processes
@@ -59,24 +57,6 @@ SERVICES = {
     "user": 1,
     "analytics": 2,
 }
-
-
-@pytest.fixture(scope="module")
-async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
-    async with nats_server(tmp_path_factory.mktemp("analytics-broker")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-async def bus(broker: NatsServer) -> AsyncIterator[NatsEventBus]:
-    """The test's own connection; the first, so it creates the stream (short window)."""
-    connection = await NatsEventBus.connect(
-        broker.endpoint, duplicate_window=DEDUPE_WINDOW, name="test-analytics"
-    )
-    try:
-        yield connection
-    finally:
-        await connection.aclose()
 
 
 @pytest.fixture(scope="module")

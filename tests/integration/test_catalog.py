@@ -76,13 +76,6 @@ async def mesh(
 
 
 @pytest.fixture(scope="module")
-async def bus(broker: NatsServer) -> AsyncIterator[NatsEventBus]:
-    """The test's own connection to the mesh's broker, to read and republish events."""
-    async with await NatsEventBus.connect(broker.endpoint) as connected:
-        yield connected
-
-
-@pytest.fixture(scope="module")
 async def products(mesh: MeshHarness) -> Any:
     return product_pb2_grpc.ProductServiceStub(mesh.client().channel("product"))  # type: ignore[no-untyped-call]
 

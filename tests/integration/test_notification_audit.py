@@ -43,30 +43,10 @@ from mesh.supervisor import EtcdServer, NatsServer
 from services.common.messaging import new_event
 from tests.harness.http import fetch
 from tests.harness.mesh import MeshHarness, write_config
-from tests.harness.nats import nats_server
 
-DEDUPE_WINDOW = 0.5  # seconds the broker drops a republished event id
 CHEAP_HASHES = {"argon2_time_cost": 1, "argon2_memory_cost": 1024, "argon2_parallelism": 1}
 NOTIFICATION_REPLICAS = ("notification-1", "notification-2")
 WAIT = 20.0  # seconds any condition below may take to come true
-
-
-@pytest.fixture(scope="module")
-async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
-    async with nats_server(tmp_path_factory.mktemp("events")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-async def bus(broker: NatsServer) -> AsyncIterator[NatsEventBus]:
-    """The test's publisher; connecting first, it creates the stream (short dedupe)."""
-    bus = await NatsEventBus.connect(
-        broker.endpoint, duplicate_window=DEDUPE_WINDOW, name="test publisher"
-    )
-    try:
-        yield bus
-    finally:
-        await bus.aclose()
 
 
 @pytest.fixture(scope="module")

@@ -27,26 +27,12 @@ from mesh.events import Event, NatsEventBus
 from mesh.supervisor import EtcdServer, NatsServer
 from tests.harness.mesh import MeshHarness, write_config
 from tests.harness.metrics import scrape_instance, value
-from tests.harness.nats import nats_server
 
 TOPIC = "user"
-DEDUPE_WINDOW = 0.5
 """Seconds the test broker drops a republished event id: short, so that the test can
 deliver an event again as a relay does after the window."""
 
 T = TypeVar("T")
-
-
-@pytest.fixture(scope="module")
-async def broker(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NatsServer]:
-    """A broker of this module's own: the outage test stops it."""
-    async with nats_server(tmp_path_factory.mktemp("profile-nats")) as server:
-        # Create the stream before any service does, with the short dedupe window.
-        bus = await NatsEventBus.connect(
-            server.endpoint, duplicate_window=DEDUPE_WINDOW, name="profile-test"
-        )
-        await bus.aclose()
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -69,16 +55,6 @@ async def mesh(
         yield harness
     finally:
         await harness.aclose()
-
-
-@pytest.fixture(scope="module")
-async def bus(broker: NatsServer) -> AsyncIterator[NatsEventBus]:
-    """The test's own connection to the broker: the log, and publishing into it."""
-    connection = await NatsEventBus.connect(broker.endpoint, name="profile-test")
-    try:
-        yield connection
-    finally:
-        await connection.aclose()
 
 
 @pytest.fixture(scope="module")
