@@ -59,7 +59,6 @@ from mesh.supervisor import (
     ProtocolError,
     Rollout,
     Supervisor,
-    TokenError,
     TrafficReport,
     apply_authz,
     clear_faults,
@@ -593,17 +592,27 @@ def _edge_url(rows: Sequence[InstanceStatus], edge: str) -> str | None:
     return urls[0] if urls else None
 
 
-def cmd_token(config: MeshConfig, args: argparse.Namespace) -> int:
+def _running_edge(config: MeshConfig, edge: str) -> str:
+    """The HTTP URL of a serving instance of the running mesh's `edge`.
+
+    Raises:
+        MeshError: etcd cannot be reached, or no instance of `edge` serves HTTP.
+    """
     try:
         rows = asyncio.run(_status(config)).rows
     except RegistryUnavailable as error:
-        return _fail(f"cannot reach etcd: {error}")
-    url = _edge_url(rows, args.edge)
+        raise MeshError(f"cannot reach etcd: {error}") from error
+    url = _edge_url(rows, edge)
     if url is None:
-        return _fail(f"no instance of {args.edge!r} serves HTTP: is the mesh up?")
+        raise MeshError(f"no instance of {edge!r} serves HTTP: is the mesh up?")
+    return url
+
+
+def cmd_token(config: MeshConfig, args: argparse.Namespace) -> int:
     try:
+        url = _running_edge(config, args.edge)
         token = fetch_token(url, args.user, password=args.password, state_dir=config.state_dir)
-    except TokenError as error:
+    except MeshError as error:  # TokenError among them
         return _fail(str(error))
     print(token)
     return 0
@@ -611,12 +620,9 @@ def cmd_token(config: MeshConfig, args: argparse.Namespace) -> int:
 
 def cmd_demo(config: MeshConfig, args: argparse.Namespace) -> int:
     try:
-        rows = asyncio.run(_status(config)).rows
-    except RegistryUnavailable as error:
-        return _fail(f"cannot reach etcd: {error}")
-    url = _edge_url(rows, args.edge)
-    if url is None:
-        return _fail(f"no instance of {args.edge!r} serves HTTP: is the mesh up?")
+        url = _running_edge(config, args.edge)
+    except MeshError as error:
+        return _fail(str(error))
     return _demo(config, url, as_json=args.json)
 
 
